@@ -1,0 +1,97 @@
+"""Tasks: what a head predicts and how one example's loss on it is measured."""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+PRIMARY = "primary"
+AUXILIARY = "auxiliary"
+KINDS = ("classification", "binary", "regression")
+
+
+@dataclasses.dataclass
+class Task:
+    """One learning task of an auxiliary-learning problem.
+
+    name:        key of the task's labels and mask in every batch.
+    role:        "primary" (the task we care about) or "auxiliary".
+    kind:        "classification" (integer labels, softmax over `num_classes`),
+                 "binary" (0/1 labels, one logit) or "regression" (float target).
+    num_classes: classes of a classification task (ignored otherwise).
+    input_key:   if set, the head reads the encoder's features of
+                 `batch["task_x"][input_key]` instead of `batch["x"]` (e.g. a
+                 rotated copy of the image for a rotation task).
+    head_units:  hidden widths of the task's MLP head (empty: one Dense layer).
+    """
+
+    name: str
+    role: str = AUXILIARY
+    kind: str = "classification"
+    num_classes: int = 2
+    input_key: str | None = None
+    head_units: tuple = ()
+
+    def __post_init__(self):
+        if self.role not in (PRIMARY, AUXILIARY):
+            raise ValueError(f"Task '{self.name}': role must be 'primary' or 'auxiliary', got '{self.role}'.")
+        if self.kind not in KINDS:
+            raise ValueError(f"Task '{self.name}': kind must be one of {KINDS}, got '{self.kind}'.")
+        if self.kind == "classification" and self.num_classes < 2:
+            raise ValueError(f"Task '{self.name}': a classification task needs num_classes >= 2.")
+
+    @property
+    def is_primary(self):
+        return self.role == PRIMARY
+
+    @property
+    def output_units(self):
+        return self.num_classes if self.kind == "classification" else 1
+
+    def make_head(self):
+        """The task's head: optional ReLU MLP, then a linear output layer."""
+        layers = [keras.layers.Dense(u, activation="relu") for u in self.head_units]
+        layers.append(keras.layers.Dense(self.output_units, name=f"{self.name}_out"))
+        return keras.Sequential(layers, name=f"head_{self.name}")
+
+    def per_example_loss(self, labels, outputs):
+        """l_k(f_k(x_i), y_ik) for every example of the batch: shape [batch]."""
+        outputs = tf.cast(outputs, tf.float32)
+        if self.kind == "classification":
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.cast(tf.reshape(labels, [-1]), tf.int32), logits=outputs)
+        target = tf.cast(tf.reshape(labels, [-1]), tf.float32)
+        out = tf.reshape(outputs, [-1])
+        if self.kind == "binary":
+            return tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=out)
+        return tf.square(out - target)
+
+    def prediction(self, outputs):
+        """What a user of the task wants from its raw head output."""
+        if self.kind == "classification":
+            return tf.nn.softmax(outputs, axis=-1)
+        if self.kind == "binary":
+            return tf.sigmoid(tf.reshape(outputs, [-1]))
+        return tf.reshape(outputs, [-1])
+
+    @property
+    def metric_name(self):
+        return "rmse" if self.kind == "regression" else "accuracy"
+
+
+def primary_task(tasks):
+    """The single primary task of a list, with a clear error otherwise."""
+    found = [t for t in tasks if t.is_primary]
+    if len(found) != 1:
+        raise ValueError(f"Exactly one task must have role 'primary'; got {len(found)} among {[t.name for t in tasks]}.")
+    return found[0]
+
+
+def ordered(tasks):
+    """Tasks with the primary first (column 0 of every loss matrix), auxiliaries after."""
+    tasks = list(tasks)
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Task names must be unique; got {names}.")
+    p = primary_task(tasks)
+    return [p] + [t for t in tasks if t is not p]
