@@ -1,3 +1,13 @@
-"""tfaux: auxiliary learning for Keras 3 / TensorFlow."""
+"""tfaux: auxiliary learning for Keras 3 / TensorFlow.
 
-from tfaux.tasks import Task, primary_task, ordered
+Train a primary task with auxiliary tasks, where how much each task and each
+example counts is itself learned (JTDS, N-JTDS, AuxiLearn, GCS, ...).
+"""
+
+from tfaux import hypergrad, strategies
+from tfaux.export import export_primary, load_serving
+from tfaux.model import AuxiliaryModel
+from tfaux.tasks import Task, ordered, primary_task
+
+__all__ = ["AuxiliaryModel", "Task", "export_primary", "load_serving", "hypergrad", "strategies",
+           "ordered", "primary_task"]

@@ -1,0 +1,39 @@
+"""Cross-replica reductions that keep hand-written losses and gradients right
+under any tf.distribute strategy (one device, MirroredStrategy, multi-worker).
+
+Convention used throughout tfaux: a replica's loss is its local sum divided by
+the *global* batch size, so that summing over replicas gives the global mean.
+Keras optimizers sum gradients over replicas before applying them.
+"""
+
+import tensorflow as tf
+
+
+def num_replicas():
+    """Replicas in sync, read from the replica context when inside one."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None:
+        return ctx.num_replicas_in_sync
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def replica_sum(values):
+    """Sum a nest of tensors over replicas (identity on one replica)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return values
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def global_batch_size(local_batch_size):
+    """Batch size over all replicas (training streams drop uneven remainders)."""
+    return tf.cast(local_batch_size * num_replicas(), tf.float32)
+
+
+def for_optimizer(grads):
+    """Turn already-reduced (global) gradients into per-replica contributions
+    that a Keras optimizer's own SUM all-reduce maps back to the global value."""
+    r = num_replicas()
+    if r == 1:
+        return grads
+    return [None if g is None else tf.convert_to_tensor(g) / float(r) for g in grads]

@@ -1,0 +1,29 @@
+"""Primary-task SavedModel for serving: raw input batch in, primary prediction out."""
+
+import keras
+import tensorflow as tf
+
+
+def export_primary(model, path):
+    """Write a SavedModel whose `serve` signature maps a batch of raw inputs x to
+    {"scores": primary head output, "prediction": probabilities / value}.
+    Auxiliary heads and the scheduler are not part of it."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signature = tf.nest.map_structure(
+        lambda s: tf.TensorSpec((None,) + tuple(s.shape), s.dtype, name="x"), model.input_spec_nest)
+    archive.add_endpoint("serve", model.primary_prediction, input_signature=[signature])
+    archive.write_out(str(path))
+    return str(path)
+
+
+def load_serving(path):
+    """The exported `serve` function, ready to call on a batch (it keeps the
+    loaded SavedModel alive)."""
+    loaded = tf.saved_model.load(str(path))
+
+    def serve(x):
+        return loaded.serve(x)
+
+    serve.saved_model = loaded
+    return serve

@@ -1,0 +1,30 @@
+"""Equal / NAL: fixed linear task weights (seed 000's "Equal" and "NAL" baselines)."""
+
+import tensorflow as tf
+
+from tfaux.strategies.base import Strategy
+
+
+class Equal(Strategy):
+    """L_t = (1/B) sum_i sum_k lambda_k l_ik with fixed lambda (default all 1).
+
+    task_weights: {task name: lambda_k}; unnamed tasks keep 1.0.
+    """
+
+    def __init__(self, task_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        self.task_weights = dict(task_weights or {})
+
+    def setup(self, tasks, feature_dim, num_examples):
+        super().setup(tasks, feature_dim, num_examples)
+        names = [t.name for t in self.tasks]
+        unknown = sorted(set(self.task_weights) - set(names))
+        if unknown:
+            raise ValueError(f"Equal task_weights name unknown tasks {unknown}; tasks are {names}.")
+        self.lambdas = tf.constant([float(self.task_weights.get(n, 1.0)) for n in names])
+
+    def example_weights(self, context):
+        return tf.ones_like(context.losses) * self.lambdas[None, :]
+
+    def get_config(self):
+        return {**super().get_config(), "task_weights": self.task_weights}
