@@ -34,14 +34,14 @@ class Neumann:
     """H^{-1} v ~= alpha * sum_{j=0..K} (I - alpha H)^j v  (Lorraine et al. 2020).
 
     Converges when 0 < alpha < 2 / lambda_max(H); `alpha=None` lets the caller
-    pick it (AuxiliaryModel uses the lower learning rate, like the reference code).
+    pick it (AuxiliaryModel passes the lower learning rate, like the reference code).
     """
 
     terms: int = 3
     alpha: float | None = None
 
     def __call__(self, hvp, v, alpha=None):
-        alpha = self.alpha if alpha is None else alpha
+        alpha = self.alpha if self.alpha is not None else alpha  # the solver's own alpha wins
         if alpha is None:
             raise ValueError("Neumann needs alpha (the series step size).")
         term = list(v)

@@ -23,6 +23,7 @@ class Task:
                  `batch["task_x"][input_key]` instead of `batch["x"]` (e.g. a
                  rotated copy of the image for a rotation task).
     head_units:  hidden widths of the task's MLP head (empty: one Dense layer).
+    head_fn:     optional callable returning a custom head layer (overrides head_units).
     """
 
     name: str
@@ -31,6 +32,7 @@ class Task:
     num_classes: int = 2
     input_key: str | None = None
     head_units: tuple = ()
+    head_fn: object = None
 
     def __post_init__(self):
         if self.role not in (PRIMARY, AUXILIARY):
@@ -50,6 +52,8 @@ class Task:
 
     def make_head(self):
         """The task's head: optional ReLU MLP, then a linear output layer."""
+        if self.head_fn is not None:
+            return self.head_fn()
         layers = [keras.layers.Dense(u, activation="relu") for u in self.head_units]
         layers.append(keras.layers.Dense(self.output_units, name=f"{self.name}_out"))
         return keras.Sequential(layers, name=f"head_{self.name}")
