@@ -1,0 +1,152 @@
+"""flags -> data -> model -> fit -> metrics.json, saved_model/, schedule.npz.
+
+Shared by every experiment binary; the binaries only choose defaults.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import pipelines
+import tfaux
+from pipelines.errors import DataError
+from tfaux import hypergrad, models, schedule
+
+
+class ConfigError(ValueError):
+    """A flag combination that cannot run; the message is one sentence."""
+
+
+def parse_aux_weights(text):
+    weights = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--aux_weights must look like 'rotation=0.5,coarse=1', got '{text}'.")
+    return weights
+
+
+def distribution(name):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def build_strategy(flags, tasks):
+    if flags.method == "equal":
+        names = {t.name for t in tasks}
+        weights = parse_aux_weights(flags.aux_weights)
+        unknown = sorted(set(weights) - names)
+        if unknown:
+            raise ConfigError(f"--aux_weights names unknown tasks {unknown}; tasks are {sorted(names)}.")
+        return tfaux.strategies.Equal(task_weights=weights)
+    return tfaux.strategies.get(flags.method)
+
+
+def build_encoder(flags, data):
+    if flags.encoder == "convnet4":
+        shape = data.input_spec.shape if isinstance(data.input_spec, tf.TensorSpec) else None
+        if shape is None or len(shape) != 3:
+            raise ConfigError(f"--encoder=convnet4 needs image inputs; dataset '{flags.dataset}' is not an image "
+                              "dataset (use --encoder=mlp).")
+        return models.convnet4()
+    return models.mlp_encoder()
+
+
+def load_data(flags):
+    setting = pipelines.Setting(dev_size=flags.dev_size, label_fraction=flags.label_fraction,
+                                noise_rate=flags.noise_rate, noise_kind=flags.noise_kind,
+                                rotation=flags.rotation, seed=flags.seed)
+    return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting)
+
+
+def build_model(flags, data):
+    solver = (hypergrad.ConjugateGradient(iterations=flags.cg_iterations) if flags.solver == "cg"
+              else hypergrad.Neumann(terms=flags.neumann_terms, alpha=flags.neumann_alpha))
+    keras.utils.set_random_seed(flags.seed)
+    model = tfaux.AuxiliaryModel(build_encoder(flags, data), data.tasks, build_strategy(flags, data.tasks),
+                                 input_spec=data.input_spec, num_examples=data.num_train,
+                                 upper_interval=flags.upper_interval, solver=solver,
+                                 hessian_scope=flags.hessian_scope, upper_clipnorm=flags.upper_clipnorm or None)
+    model.compile(optimizer=keras.optimizers.Adam(flags.lr),
+                  upper_optimizer=keras.optimizers.Adam(flags.upper_lr, epsilon=1e-12))
+    return model
+
+
+def _json_value(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v
+
+
+def run(flags, extra_callbacks=()):
+    """Train, select by validation (seed 000, Eq. 1), test, export. Returns the metrics dict."""
+    start = time.time()
+    out = os.path.abspath(flags.output_dir)
+    os.makedirs(out, exist_ok=True)
+    data = load_data(flags)
+    with distribution(flags.distribute).scope():
+        model = build_model(flags, data)
+    monitor, mode = model.selection_metric
+    best_path = os.path.join(out, "best.weights.h5")
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode=mode, save_best_only=True,
+                                        save_weights_only=True),
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+        keras.callbacks.TerminateOnNaN(),
+        *extra_callbacks,
+    ]
+    train = (data.train_with_dev(flags.batch_size, flags.dev_batch_size) if model.scheduler.bilevel
+             else data.train(flags.batch_size))
+    history = model.fit(train, validation_data=data.val(256), epochs=flags.epochs, callbacks=callbacks,
+                        verbose=flags.verbose)
+    values = history.history.get(monitor, [])
+    if os.path.exists(best_path):
+        model.load_weights(best_path)
+    test = model.evaluate(data.test(256), return_dict=True, verbose=0)
+    metric = monitor[len("val_"):]
+    tfaux.export_primary(model, os.path.join(out, "saved_model"))
+    if model.scheduler.bilevel:
+        weights = schedule.example_weights(model, data.train_eval(256), data.num_train)
+        np.savez_compressed(os.path.join(out, "schedule.npz"), weights=weights,
+                            tasks=np.array([t.name for t in model.tasks]), corrupted=data.corrupted,
+                            labelled=data.labelled)
+    best = (max if mode == "max" else min)(values) if values else None
+    metrics = {
+        "method": flags.method, "dataset": flags.dataset, "primary_metric": metric,
+        "best_val": _json_value(best), "best_epoch": (values.index(best) + 1) if values else None,
+        "test": _json_value(test[metric]), "test_metrics": {k: _json_value(v) for k, v in test.items()},
+        "epochs": flags.epochs, "wall_seconds": round(time.time() - start, 2),
+        "num_train": data.num_train, "num_dev": data.num_dev, "num_val": data.num_val, "num_test": data.num_test,
+        "flags": {name: _json_value(flags[name].value) for name in flags_used(flags)},
+        "history": {k: [_json_value(x) for x in v] for k, v in history.history.items()},
+    }
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def flags_used(flags):
+    """The names of the flags defined by apps.flags (not absl's own)."""
+    return [n for n in flags if flags.find_module_defining_flag(n, "") == "apps.flags"]
+
+
+def main_with_errors(flags):
+    """Run; a data or configuration problem ends the program with one sentence."""
+    try:
+        metrics = run(flags)
+    except (DataError, ConfigError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"{metrics['method']} on {metrics['dataset']}: best val {metrics['primary_metric']} "
+          f"{metrics['best_val']:.4f}, test {metrics['test']:.4f} ({metrics['wall_seconds']:.0f} s); "
+          f"outputs in {os.path.abspath(flags.output_dir)}")
+    return metrics
