@@ -1,0 +1,102 @@
+"""Cost of every method relative to STL on the same model and data, in one run.
+
+Each (round, method) trains in a fresh subprocess: one warm-up epoch (tracing),
+then `--epochs` timed epochs; memory is the peak resident set size growth from
+just before `fit` (data and model already built) to the end. Rounds interleave the
+methods so that machine noise hits all of them alike; the table reports medians
+and ratios to STL. Defaults: ConvNet-4, batch 64, M = 20, K = 3, Hessian over all
+parameters, rotation auxiliary task.
+
+    python -m benchmarks.cost --dataset=mnist --data_dir=../shared/data/mnist
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+METHODS = ("stl", "equal", "jtds", "njtds", "auxilearn", "gcs")
+
+
+def _rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def worker(args):
+    import keras
+    import pipelines
+    import tfaux
+    from tfaux import hypergrad
+
+    keras.utils.set_random_seed(0)
+    data = pipelines.load(args.dataset, data_dir=args.data_dir, setting=pipelines.Setting(dev_size=args.dev_size))
+    model = tfaux.AuxiliaryModel(tfaux.models.convnet4(), data.tasks, tfaux.strategies.get(args.method),
+                                 input_spec=data.input_spec, num_examples=data.num_train,
+                                 upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
+                                 hessian_scope=args.hessian_scope)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    train = (data.train_with_dev(args.batch_size, 32) if model.scheduler.bilevel else data.train(args.batch_size))
+    if args.steps:
+        train = train.take(args.steps)
+    before = _rss_mib()
+    model.fit(train, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(train, epochs=args.epochs, verbose=0)
+    seconds = (time.perf_counter() - start) / args.epochs
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"method": args.method, "epoch_seconds": seconds, "peak_growth_mib": peak - before,
+                      "peak_rss_mib": peak}))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--steps", type=int, default=0, help="cap training steps per epoch (0: whole epoch)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--dev_size", type=int, default=200)
+    p.add_argument("--upper_interval", type=int, default=20)
+    p.add_argument("--terms", type=int, default=3)
+    p.add_argument("--hessian_scope", default="all")
+    p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args()
+    if args.method:
+        return worker(args)
+    methods = args.methods.split(",")
+    results = {m: [] for m in methods}
+    for r in range(args.rounds):
+        for m in methods:
+            cmd = [sys.executable, "-m", "benchmarks.cost", "--method", m] + [
+                f"--{k}={v}" for k, v in vars(args).items()
+                if k not in ("method", "methods", "rounds", "json") and v is not None]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+            if out.returncode or not lines:
+                sys.exit(f"{m} failed:\n{out.stderr[-3000:]}")
+            results[m].append(json.loads(lines[-1]))
+            print(f"round {r + 1}: {results[m][-1]}", file=sys.stderr)
+    med = {m: {k: statistics.median(x[k] for x in rs) for k in ("epoch_seconds", "peak_growth_mib")}
+           for m, rs in results.items()}
+    base = med.get("stl")
+    print(f"dataset={args.dataset} batch={args.batch_size} M={args.upper_interval} K={args.terms} "
+          f"hessian={args.hessian_scope} rounds={args.rounds} epochs={args.epochs}")
+    print("| method | s / epoch | × STL time | peak memory growth (MiB) | × STL memory |\n|---|---|---|---|---|")
+    for m, v in med.items():
+        t = v["epoch_seconds"] / base["epoch_seconds"] if base else float("nan")
+        mem = v["peak_growth_mib"] / base["peak_growth_mib"] if base else float("nan")
+        print(f"| {m} | {v['epoch_seconds']:.2f} | {t:.2f} | {v['peak_growth_mib']:.0f} | {mem:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "runs": results, "median": med}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
