@@ -208,7 +208,8 @@ class AuxiliaryModel(keras.Model):
             objective = self.scheduler.lower_loss(losses, context) + self._regularization()
         grads = self.scheduler.lower_gradients(tape, objective, losses, context, self.theta)
         del tape
-        self.optimizer.apply(grads, self.theta.all)
+        used = [(g, v) for g, v in zip(grads, self.theta.all) if g is not None]  # STL: aux heads idle
+        self.optimizer.apply([g for g, _ in used], [v for _, v in used])
         self._update_metrics(batch, losses, masks, outputs, objective * float(distribute.num_replicas()))
         return self._logs()
 
