@@ -31,8 +31,8 @@ def define_flags(default_dataset="digits", default_method="jtds", default_epochs
                       "Parameters the Hessian is taken over.")
     flags.DEFINE_float("upper_clipnorm", 10.0, "Global-norm clip of the hypergradient (0: none).",
                        lower_bound=0.0)
-    flags.DEFINE_integer("dev_size", 200, "Clean primary examples in the dev set (taken out of validation).",
-                         lower_bound=1)
+    flags.DEFINE_integer("dev_size", None, "Clean primary examples in the dev set, stratified, taken out of "
+                         "validation (default: min(200, 35% of the validation part)).", lower_bound=1)
     flags.DEFINE_float("label_fraction", 1.0, "Fraction of training examples that keep their primary "
                        "label (semi-supervised below 1).", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_float("noise_rate", 0.0, "Fraction of training primary labels corrupted.",

@@ -1,0 +1,102 @@
+"""apps.train end to end on real (bundled) digits, its outputs, and its errors.
+
+Most cases run in-process (parsing the app's own absl flags); two run the binary
+itself, to check what a user sees on the command line.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+
+import pipelines
+import tfaux
+
+from apps import experiment
+from apps import train as train_app  # noqa: F401  (defines the flags)
+
+FAST = ["--epochs=1", "--batch_size=64", "--dev_size=60", "--verbose=0", "--upper_interval=5"]
+
+
+@pytest.fixture
+def parse():
+    def _parse(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["apps.train", *args])
+        return flags.FLAGS
+    yield _parse
+    flags.FLAGS.unparse_flags()
+
+
+def _binary(args):
+    return subprocess.run([sys.executable, "-m", "apps.train", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("method", ["jtds", "gcs"])
+def test_app_trains_and_writes_every_output(tmp_path, parse, method):
+    out = tmp_path / method
+    metrics = experiment.run(parse(f"--method={method}", f"--output_dir={out}", *FAST))
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert metrics["method"] == method and metrics["dataset"] == "digits"
+    assert metrics["primary_metric"] == "primary_accuracy" and 0.0 <= metrics["test"] <= 1.0
+    assert metrics["epochs"] == 1 and metrics["wall_seconds"] > 0 and metrics["flags"]["dev_size"] == 60
+    assert (out / "best.weights.h5").exists() and (out / "logs").is_dir()
+    data = pipelines.load("digits", setting=pipelines.Setting(dev_size=60))
+    x = next(iter(data.test(16)))["x"]
+    served = tfaux.load_serving(out / "saved_model")(x)
+    assert served["prediction"].shape == (16, 10)
+    np.testing.assert_allclose(served["prediction"].numpy().sum(1), 1.0, rtol=1e-5)
+    if method == "jtds":
+        schedule = np.load(out / "schedule.npz")
+        assert schedule["weights"].shape == (metrics["num_train"], 2)
+        assert list(schedule["tasks"]) == ["label", "rotation"]
+        assert schedule["corrupted"].shape == (metrics["num_train"],) and not schedule["corrupted"].any()
+        assert np.all(schedule["weights"] > 0)
+    else:
+        assert not (out / "schedule.npz").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--dataset=nope"], "Unknown dataset 'nope'"),
+    (["--dataset=mnist", "--data_dir=/no/such/dir"], "/no/such/dir"),
+    (["--method=equal", "--aux_weights=bogus"], "--aux_weights"),
+    (["--method=equal", "--aux_weights=colour=2"], "colour"),
+    (["--encoder=convnet4", "--dataset=movielens_100k", "--data_dir=/no/such/dir"], "/no/such/dir"),
+])
+def test_bad_input_is_one_clear_sentence(tmp_path, parse, args, words):
+    with pytest.raises(SystemExit) as stop:
+        experiment.main_with_errors(parse(*args, f"--output_dir={tmp_path}", *FAST))
+    message = str(stop.value)
+    assert words in message and message.count("\n") == 0, message
+
+
+@pytest.mark.parametrize("args, words", [(["--method=nope"], "method"), (["--epochs=0"], "epochs"),
+                                         (["--noise_rate=1.5"], "noise_rate")])
+def test_bad_flag_values_are_refused_when_parsed(parse, args, words):
+    with pytest.raises(flags.IllegalFlagValueError, match=words):
+        parse(*args)
+
+
+def test_binary_help_and_error_messages():
+    helped = _binary(["--helpfull"])
+    for flag in ("method", "dataset", "data_dir", "epochs", "batch_size", "lr", "upper_lr", "upper_interval",
+                 "neumann_terms", "dev_size", "label_fraction", "noise_rate", "seed", "output_dir"):
+        assert f"--{flag}:" in helped.stdout, flag
+    wrong = _binary(["--dataset=mnist", "--data_dir=/no/such/dir", "--epochs=1"])
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr, wrong.stderr[-2000:]
+    assert "/no/such/dir" in wrong.stderr.strip().splitlines()[-1]
+
+
+def test_export_serves_exactly_the_models_primary_output(tmp_path):
+    data = pipelines.load("digits", setting=pipelines.Setting(dev_size=60))
+    model = tfaux.AuxiliaryModel(tfaux.models.convnet4(), data.tasks, tfaux.strategies.Equal(),
+                                 input_spec=data.input_spec, num_examples=data.num_train)
+    model.compile(optimizer="adam")
+    model.fit(data.train(64).take(3), epochs=1, verbose=0)
+    tfaux.export_primary(model, tmp_path / "sm")
+    serve = tfaux.load_serving(tmp_path / "sm")
+    x = next(iter(data.test(32)))["x"]
+    np.testing.assert_allclose(serve(x)["scores"].numpy(), model(x)["label"].numpy(), atol=1e-5)
