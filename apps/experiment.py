@@ -108,7 +108,7 @@ def run(flags, extra_callbacks=()):
     train = (data.train_with_dev(flags.batch_size, flags.dev_batch_size) if model.scheduler.bilevel
              else data.train(flags.batch_size))
     history = model.fit(train, validation_data=data.val(256), epochs=flags.epochs, callbacks=callbacks,
-                        verbose=flags.verbose)
+                        verbose=flags.verbose, shuffle=False)  # the pipeline shuffles
     values = history.history.get(monitor, [])
     if os.path.exists(best_path):
         model.load_weights(best_path)

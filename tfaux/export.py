@@ -13,7 +13,7 @@ def export_primary(model, path):
     signature = tf.nest.map_structure(
         lambda s: tf.TensorSpec((None,) + tuple(s.shape), s.dtype, name="x"), model.input_spec_nest)
     archive.add_endpoint("serve", model.primary_prediction, input_signature=[signature])
-    archive.write_out(str(path))
+    archive.write_out(str(path), verbose=False)
     return str(path)
 
 
