@@ -52,13 +52,18 @@ def build_strategy(flags, tasks):
 
 
 def build_encoder(flags, data):
-    if flags.encoder == "convnet4":
-        shape = data.input_spec.shape if isinstance(data.input_spec, tf.TensorSpec) else None
-        if shape is None or len(shape) != 3:
-            raise ConfigError(f"--encoder=convnet4 needs image inputs; dataset '{flags.dataset}' is not an image "
-                              "dataset (use --encoder=mlp).")
-        return models.convnet4()
-    return models.mlp_encoder()
+    spec = data.input_spec
+    if flags.encoder == "auto":
+        return models.for_input(spec)
+    is_image = isinstance(spec, tf.TensorSpec) and len(spec.shape) == 3
+    if flags.encoder == "convnet4" and not is_image:
+        raise ConfigError(f"--encoder=convnet4 needs image inputs; dataset '{flags.dataset}' has none "
+                          "(use --encoder=auto).")
+    if flags.encoder == "tabular" and not isinstance(spec, dict):
+        raise ConfigError(f"--encoder=tabular needs a dict of features; dataset '{flags.dataset}' has none "
+                          "(use --encoder=auto).")
+    return {"convnet4": models.convnet4, "mlp": models.mlp_encoder}.get(
+        flags.encoder, lambda: models.tabular_encoder(spec))()
 
 
 def load_data(flags):

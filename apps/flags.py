@@ -40,7 +40,9 @@ def define_flags(default_dataset="digits", default_method="jtds", default_epochs
     flags.DEFINE_enum("noise_kind", "uniform", ["uniform", "pair_flip"], "How corrupted labels are drawn.")
     flags.DEFINE_boolean("rotation", True, "Add the 4-way rotation auxiliary task (image datasets).")
     flags.DEFINE_string("aux_weights", "", "Equal: fixed task weights as name=value,... (default 1 each).")
-    flags.DEFINE_enum("encoder", "convnet4", ["convnet4", "mlp"], "Shared encoder (backbone).")
+    flags.DEFINE_enum("encoder", "auto", ["auto", "convnet4", "mlp", "tabular"],
+                      "Shared encoder (backbone); auto: ConvNet-4 for images, tabular (feature "
+                      "embeddings + MLP) for recommendation data, MLP for vectors.")
     flags.DEFINE_enum("distribute", "none", ["none", "mirrored"],
                       "none: one device; mirrored: MirroredStrategy over all visible GPUs (or CPUs).")
     flags.DEFINE_integer("seed", 0, "Random seed for data splits, noise, initialisation and shuffling.")

@@ -4,7 +4,7 @@ Writes metrics.json, saved_model/ (primary task only), schedule.npz (scheduler
 methods), best.weights.h5 and TensorBoard logs under --output_dir.
 """
 
-from absl import app
+from absl import app, logging
 
 from apps import experiment
 from apps.flags import FLAGS, define_flags
@@ -15,6 +15,7 @@ define_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
     experiment.main_with_errors(FLAGS)
 
 

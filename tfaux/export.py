@@ -10,8 +10,11 @@ def export_primary(model, path):
     Auxiliary heads and the scheduler are not part of it."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    signature = tf.nest.map_structure(
-        lambda s: tf.TensorSpec((None,) + tuple(s.shape), s.dtype, name="x"), model.input_spec_nest)
+    spec = model.input_spec_nest
+    if isinstance(spec, dict):
+        signature = {k: tf.TensorSpec((None,) + tuple(s.shape), s.dtype, name=k) for k, s in spec.items()}
+    else:
+        signature = tf.TensorSpec((None,) + tuple(spec.shape), spec.dtype, name="x")
     archive.add_endpoint("serve", model.primary_prediction, input_signature=[signature])
     archive.write_out(str(path), verbose=False)
     return str(path)

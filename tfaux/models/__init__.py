@@ -2,3 +2,14 @@
 
 from tfaux.models.convnet import convnet4
 from tfaux.models.mlp import mlp_encoder
+from tfaux.models.tabular import tabular_encoder
+
+
+def for_input(input_spec):
+    """A sensible default encoder for inputs of this spec: ConvNet-4 for images,
+    the tabular encoder for dicts of features, an MLP for vectors."""
+    if isinstance(input_spec, dict):
+        return tabular_encoder(input_spec)
+    if len(input_spec.shape) == 3:
+        return convnet4()
+    return mlp_encoder()
