@@ -124,3 +124,12 @@ def test_auxilearn_combiner_stays_monotone():
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown method 'nope'"):
         strategies.get("nope")
+
+
+def test_scheduler_weights_are_logged_per_task():
+    """Initial N-JTDS weights are softplus(log(e - 1)) = 1 for every pair, so the
+    first epoch's logged mean weights (before any upper step, M = 100) are 1."""
+    model = toy.model(strategies.NJTDS(), upper_interval=100)
+    _, both = toy.streams()
+    history = model.fit(both, epochs=1, verbose=0).history
+    np.testing.assert_allclose([history["main_weight"][0], history["aux_weight"][0]], [1.0, 1.0], rtol=1e-5)

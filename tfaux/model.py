@@ -74,6 +74,8 @@ class AuxiliaryModel(keras.Model):
     def _build_trackers(self):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks]
+        self.weight_trackers = ([keras.metrics.Mean(name=f"{t.name}_weight") for t in self.tasks]
+                                if self.scheduler.logs_weights else [])
         if self.primary.kind == "regression":
             self.primary_metric = keras.metrics.RootMeanSquaredError(name="primary_rmse")
         else:
@@ -86,7 +88,7 @@ class AuxiliaryModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.primary_metric] + self.task_loss_trackers
+        return [self.loss_tracker, self.primary_metric] + self.task_loss_trackers + self.weight_trackers
 
     @property
     def selection_metric(self):
@@ -211,6 +213,12 @@ class AuxiliaryModel(keras.Model):
         used = [(g, v) for g, v in zip(grads, self.theta.all) if g is not None]  # STL: aux heads idle
         self.optimizer.apply([g for g, _ in used], [v for _, v in used])
         self._update_metrics(batch, losses, masks, outputs, objective * float(distribute.num_replicas()))
+        if self.weight_trackers:
+            weights = self.scheduler.example_weights(context)
+            for k, tracker in enumerate(self.weight_trackers):
+                count = tf.reduce_sum(masks[:, k])
+                tracker.update_state(tf.reduce_sum(weights[:, k] * masks[:, k]) / tf.maximum(count, 1.0),
+                                     sample_weight=count)
         return self._logs()
 
     def test_step(self, data):
@@ -218,7 +226,7 @@ class AuxiliaryModel(keras.Model):
         losses, masks, _, outputs = self.task_losses(batch, training=False, all_tasks=True)
         count = tf.maximum(tf.reduce_sum(masks[:, 0]), 1.0)
         self._update_metrics(batch, losses, masks, outputs, tf.reduce_sum(losses[:, 0]) / count)
-        return {m.name: m.result() for m in self.metrics}
+        return {m.name: m.result() for m in self.metrics if m not in self.weight_trackers}
 
     # ------------------------------------------------------------------ upper level
     def hessian_variables(self):

@@ -46,6 +46,7 @@ class Strategy(keras.layers.Layer):
 
     bilevel = False
     persistent_tape = False
+    logs_weights = False  # whether example_weights is the schedule (logged per task while training)
 
     def setup(self, tasks, feature_dim, num_examples):
         """Create phi. tasks: primary first; num_examples: training-set size."""

@@ -39,6 +39,7 @@ class JTDS(Strategy):
     """
 
     bilevel = True
+    logs_weights = True
 
     def __init__(self, use_task=True, use_feature=True, use_loss=True, seed=0, **kwargs):
         super().__init__(**kwargs)

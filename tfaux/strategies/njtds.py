@@ -16,6 +16,7 @@ from tfaux.strategies.base import Strategy
 
 class NJTDS(Strategy):
     bilevel = True
+    logs_weights = True
 
     def setup(self, tasks, feature_dim, num_examples):
         super().setup(tasks, feature_dim, num_examples)
