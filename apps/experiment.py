@@ -5,6 +5,7 @@ Shared by every experiment binary; the binaries only choose defaults.
 
 import json
 import os
+import resource
 import time
 
 import keras
@@ -67,7 +68,8 @@ def build_encoder(flags, data):
 
 
 def load_data(flags):
-    setting = pipelines.Setting(dev_size=flags.dev_size, label_fraction=flags.label_fraction,
+    setting = pipelines.Setting(dev_size=flags.dev_size, dev_per_class=flags.dev_per_class,
+                                label_fraction=flags.label_fraction, shots_per_class=flags.shots_per_class,
                                 noise_rate=flags.noise_rate, noise_kind=flags.noise_kind,
                                 rotation=flags.rotation, seed=flags.seed)
     return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting)
@@ -131,6 +133,7 @@ def run(flags, extra_callbacks=()):
         "best_val": _json_value(best), "best_epoch": (values.index(best) + 1) if values else None,
         "test": _json_value(test[metric]), "test_metrics": {k: _json_value(v) for k, v in test.items()},
         "epochs": flags.epochs, "wall_seconds": round(time.time() - start, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "num_train": data.num_train, "num_dev": data.num_dev, "num_val": data.num_val, "num_test": data.num_test,
         "flags": {name: _json_value(flags[name].value) for name in flags_used(flags)},
         "history": {k: [_json_value(x) for x in v] for k, v in history.history.items()},
