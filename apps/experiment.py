@@ -11,6 +11,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import app, logging
 
 import pipelines
 import tfaux
@@ -52,19 +53,28 @@ def build_strategy(flags, tasks):
     return tfaux.strategies.get(flags.method)
 
 
+IMAGE_ENCODERS = ("convnet4", "resnet18", "lenet")
+DICT_ENCODERS = ("tabular", "autoint")
+
+
 def build_encoder(flags, data):
+    """The --encoder backbone, checked against the dataset's input kind."""
     spec = data.input_spec
     if flags.encoder == "auto":
         return models.for_input(spec)
     is_image = isinstance(spec, tf.TensorSpec) and len(spec.shape) == 3
-    if flags.encoder == "convnet4" and not is_image:
-        raise ConfigError(f"--encoder=convnet4 needs image inputs; dataset '{flags.dataset}' has none "
+    if flags.encoder in IMAGE_ENCODERS and not is_image:
+        raise ConfigError(f"--encoder={flags.encoder} needs image inputs; dataset '{flags.dataset}' has none "
                           "(use --encoder=auto).")
-    if flags.encoder == "tabular" and not isinstance(spec, dict):
-        raise ConfigError(f"--encoder=tabular needs a dict of features; dataset '{flags.dataset}' has none "
-                          "(use --encoder=auto).")
-    return {"convnet4": models.convnet4, "mlp": models.mlp_encoder}.get(
-        flags.encoder, lambda: models.tabular_encoder(spec))()
+    if flags.encoder in DICT_ENCODERS and not isinstance(spec, dict):
+        raise ConfigError(f"--encoder={flags.encoder} needs a dict of features; dataset '{flags.dataset}' has "
+                          "none (use --encoder=auto).")
+    if flags.encoder in DICT_ENCODERS:
+        return getattr(models, f"{flags.encoder}_encoder" if flags.encoder == "tabular" else flags.encoder)(spec)
+    if flags.encoder == "resnet18":
+        stem = "cifar" if spec.shape[0] <= 64 else "imagenet"
+        return models.resnet18(stem=stem, weights=flags.encoder_weights)
+    return {"convnet4": models.convnet4, "lenet": models.lenet, "mlp": models.mlp_encoder}[flags.encoder]()
 
 
 def load_data(flags):
@@ -158,3 +168,12 @@ def main_with_errors(flags):
           f"{metrics['best_val']:.4f}, test {metrics['test']:.4f} ({metrics['wall_seconds']:.0f} s); "
           f"outputs in {os.path.abspath(flags.output_dir)}")
     return metrics
+
+
+def main(argv):
+    """absl entry point shared by every experiment binary."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    from apps.flags import FLAGS
+    main_with_errors(FLAGS)

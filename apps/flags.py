@@ -54,9 +54,11 @@ def define_flags(**defaults):
     flags.DEFINE_enum("noise_kind", "uniform", ["uniform", "pair_flip"], "How corrupted labels are drawn.")
     flags.DEFINE_boolean("rotation", d["rotation"], "Add the 4-way rotation auxiliary task (image datasets).")
     flags.DEFINE_string("aux_weights", "", "Equal: fixed task weights as name=value,... (default 1 each).")
-    flags.DEFINE_enum("encoder", d["encoder"], ["auto", "convnet4", "mlp", "tabular"],
+    flags.DEFINE_enum("encoder", d["encoder"], ["auto", "convnet4", "resnet18", "lenet", "mlp", "tabular", "autoint"],
                       "Shared encoder (backbone); auto: ConvNet-4 for images, tabular (feature "
                       "embeddings + MLP) for recommendation data, MLP for vectors.")
+    flags.DEFINE_string("encoder_weights", None, "Keras weights file (.weights.h5) to start ResNet-18 from "
+                        "(pretrained weights you already have; nothing is downloaded).")
     flags.DEFINE_enum("distribute", "none", ["none", "mirrored"],
                       "none: one device; mirrored: MirroredStrategy over all visible GPUs (or CPUs).")
     flags.DEFINE_integer("seed", 0, "Random seed for data splits, noise, initialisation and shuffling.")
