@@ -33,7 +33,8 @@ def worker(args):
     from tfaux import hypergrad
 
     keras.utils.set_random_seed(0)
-    data = pipelines.load(args.dataset, data_dir=args.data_dir, setting=pipelines.Setting(dev_size=args.dev_size))
+    setting = pipelines.Setting(dev_size=args.dev_size, rotation=args.rotation == "on")
+    data = pipelines.load(args.dataset, data_dir=args.data_dir, setting=setting)
     model = tfaux.AuxiliaryModel(tfaux.models.convnet4(), data.tasks, tfaux.strategies.get(args.method),
                                  input_spec=data.input_spec, num_examples=data.num_train,
                                  upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
@@ -65,6 +66,8 @@ def main():
     p.add_argument("--upper_interval", type=int, default=20)
     p.add_argument("--terms", type=int, default=3)
     p.add_argument("--hessian_scope", default="all")
+    p.add_argument("--rotation", default="on", choices=["on", "off"],
+                   help="rotation auxiliary task (a second encoder pass per example)")
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
@@ -87,7 +90,7 @@ def main():
            for m, rs in results.items()}
     base = med.get("stl")
     print(f"dataset={args.dataset} batch={args.batch_size} M={args.upper_interval} K={args.terms} "
-          f"hessian={args.hessian_scope} rounds={args.rounds} epochs={args.epochs}")
+          f"hessian={args.hessian_scope} rotation={args.rotation} rounds={args.rounds} epochs={args.epochs}")
     print("| method | s / epoch | × STL time | peak memory growth (MiB) | × STL memory |\n|---|---|---|---|---|")
     for m, v in med.items():
         t = v["epoch_seconds"] / base["epoch_seconds"] if base else float("nan")
