@@ -1,7 +1,11 @@
 """Backbones (shared encoders) for AuxiliaryModel."""
 
+from tfaux.models.autoint import autoint
 from tfaux.models.convnet import convnet4
+from tfaux.models.heads import mlp_head
+from tfaux.models.lenet import lenet
 from tfaux.models.mlp import mlp_encoder
+from tfaux.models.resnet import resnet18
 from tfaux.models.tabular import tabular_encoder
 
 
