@@ -17,6 +17,7 @@ import pipelines
 import tfaux
 from pipelines.errors import DataError
 from tfaux import hypergrad, models, schedule
+from tfaux.callbacks import ScheduleRecorder
 
 
 class ConfigError(ValueError):
@@ -81,8 +82,8 @@ def load_data(flags):
     setting = pipelines.Setting(dev_size=flags.dev_size, dev_per_class=flags.dev_per_class,
                                 label_fraction=flags.label_fraction, shots_per_class=flags.shots_per_class,
                                 noise_rate=flags.noise_rate, noise_kind=flags.noise_kind,
-                                rotation=flags.rotation, seed=flags.seed)
-    return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting)
+                                rotation=flags.rotation, aux_dataset=flags.aux_dataset, seed=flags.seed)
+    return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting, aux_data_dir=flags.aux_data_dir)
 
 
 def build_model(flags, data):
@@ -122,6 +123,12 @@ def run(flags, extra_callbacks=()):
         keras.callbacks.TerminateOnNaN(),
         *extra_callbacks,
     ]
+    recorder = None
+    if model.scheduler.bilevel:  # sampled examples' weights and JTDS loss filter, every epoch
+        recorder = ScheduleRecorder(data.train_eval(256), data.num_train, seed=flags.seed,
+                                    corrupted=data.corrupted, labelled=data.labelled,
+                                    log_dir=os.path.join(out, "logs", "schedule"))
+        callbacks.append(recorder)
     train = (data.train_with_dev(flags.batch_size, flags.dev_batch_size) if model.scheduler.bilevel
              else data.train(flags.batch_size))
     history = model.fit(train, validation_data=data.val(256), epochs=flags.epochs, callbacks=callbacks,
@@ -137,6 +144,8 @@ def run(flags, extra_callbacks=()):
         np.savez_compressed(os.path.join(out, "schedule.npz"), weights=weights,
                             tasks=np.array([t.name for t in model.tasks]), corrupted=data.corrupted,
                             labelled=data.labelled)
+    if recorder is not None:
+        np.savez_compressed(os.path.join(out, "schedule_history.npz"), **recorder.history())
     best = (max if mode == "max" else min)(values) if values else None
     metrics = {
         "method": flags.method, "dataset": flags.dataset, "primary_metric": metric,

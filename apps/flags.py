@@ -51,6 +51,9 @@ def define_flags(**defaults):
                          "examples per class (0: off).", lower_bound=0)
     flags.DEFINE_integer("dev_per_class", 0, "If > 0, the dev set is K clean examples per class taken out of "
                          "train (as the JTDS code does) instead of --dev_size from validation.", lower_bound=0)
+    flags.DEFINE_string("aux_dataset", None, "A second (image) dataset whose training examples become one "
+                        "extra auxiliary task with its own inputs (DTG-AuxL: cifar10 + cifar100, pet + cub).")
+    flags.DEFINE_string("aux_data_dir", None, "Raw files of --aux_dataset (unset: a prepared TFDS copy).")
     flags.DEFINE_enum("noise_kind", "uniform", ["uniform", "pair_flip"], "How corrupted labels are drawn.")
     flags.DEFINE_boolean("rotation", d["rotation"], "Add the 4-way rotation auxiliary task (image datasets).")
     flags.DEFINE_string("aux_weights", "", "Equal: fixed task weights as name=value,... (default 1 each).")

@@ -1,5 +1,6 @@
 """Experimental settings, orthogonal to datasets: splits, dev set, label fraction /
-K-shot, label noise, rotation auxiliary. `make_dataset(source, setting)` applies one.
+K-shot, label noise, rotation auxiliary, a different-input auxiliary dataset.
+`make_dataset(source, setting)` applies one.
 
 All random choices come from numpy's default_rng(setting.seed); counts are exact
 (Python's round). Noise only ever touches training labels; dev, val and test are clean.
@@ -10,6 +11,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from pipelines import aux_source as aux_lib
 from pipelines import rotation
 from pipelines.contract import AuxDataset, Source
 from pipelines.errors import DataError
@@ -34,6 +36,9 @@ class Setting:
     noise_rate:      share of the labelled training examples whose primary label is corrupted.
     noise_kind:      "uniform" (a uniformly drawn different class) or "pair_flip" (c -> c+1 mod C).
     rotation:        add the 4-way rotation auxiliary task to image sources.
+    aux_dataset:     name of a registered dataset whose training examples become one more
+                     auxiliary task, aux_<its primary task>, read from task_x["aux"]
+                     (DTG-AuxL; see pipelines.aux_source). None: no auxiliary dataset.
     chronological:   split by the source's timestamps (oldest train, newest test), using the
                      fractions above and ignoring any official split.
     seed:            seeds every split, selection, shuffle and random rotation.
@@ -50,6 +55,7 @@ class Setting:
     rotation: bool = True
     chronological: bool = False
     seed: int = 0
+    aux_dataset: str | None = None
 
     def __post_init__(self):
         def integer(name, minimum, optional=False):
@@ -82,6 +88,8 @@ class Setting:
         for name in ("rotation", "chronological"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise DataError(f"--{name} must be a boolean, got {getattr(self, name)!r}.")
+        if self.aux_dataset is not None and (not isinstance(self.aux_dataset, str) or not self.aux_dataset):
+            raise DataError(f"--aux_dataset must be a registered dataset name, got {self.aux_dataset!r}.")
         if self.shots_per_class > 0 and self.label_fraction < 1:
             raise DataError("--shots_per_class and --label_fraction both limit the labelled examples; set only one.")
 
@@ -167,9 +175,13 @@ def _label_dtype(task):
 
 
 # ---------------------------------------------------------------- make_dataset
-def make_dataset(source: Source, setting: Setting | None = None) -> AuxDataset:
-    """Split, carve dev, hide labels, add noise and rotation: the AuxDataset of a Source."""
+def make_dataset(source: Source, setting: Setting | None = None, aux_source: Source | None = None) -> AuxDataset:
+    """Split, carve dev, hide labels, add noise, rotation and the auxiliary dataset: the
+    AuxDataset of a Source. aux_source: the Source of setting.aux_dataset, already read
+    (default: read from the registry without a data dir); it needs setting.aux_dataset."""
     setting = setting if setting is not None else Setting()
+    if aux_source is not None and setting.aux_dataset is None:
+        raise DataError(f"An auxiliary source '{aux_source.name}' was given but --aux_dataset is not set.")
     source.validate()
     primary = source.primary
     rng = np.random.default_rng(setting.seed)
@@ -219,6 +231,15 @@ def make_dataset(source: Source, setting: Setting | None = None) -> AuxDataset:
             raise DataError(f"--rotation needs square images, but dataset '{source.name}' has {h}x{w}; "
                             f"pass --norotation.")
         tasks.append(rotation.rotation_task())
+    aux = None
+    if setting.aux_dataset is not None:
+        if aux_source is None:
+            aux_source = aux_lib.resolve(setting.aux_dataset)
+        aux = aux_lib.AuxInput(aux_source, source, seed=int(setting.seed) * 7919 + 7)
+        if any(t.name == aux.task.name for t in tasks):
+            raise DataError(f"--aux_dataset '{setting.aux_dataset}' would add task '{aux.task.name}', but "
+                            f"dataset '{source.name}' already has a task of that name.")
+        tasks.append(aux.task)
 
     def part(rows, split):
         labels = {t.name: np.asarray(source.labels[t.name])[rows].astype(_label_dtype(t)) for t in source.tasks}
@@ -229,9 +250,15 @@ def make_dataset(source: Source, setting: Setting | None = None) -> AuxDataset:
             for t in source.tasks[1:]:
                 labels[t.name] = np.zeros_like(labels[t.name])
                 mask[t.name] = np.zeros(len(rows), np.float32)
+        if aux is not None:  # the fixed pairing; train() redraws it every epoch
+            labels[aux.task.name] = aux.labels[aux_indices[split]]
+            mask[aux.task.name] = np.full(len(rows), 0.0 if split == "dev" else 1.0, np.float32)
         features = tf.nest.map_structure(lambda a: np.asarray(a)[rows], source.features)
         return {"features": features, "labels": labels, "mask": mask}
 
     indices = {"train": train, "dev": dev, "val": val, "test": test}
+    aux_indices = {} if aux is None else {
+        split: aux.pairing(len(rows), (int(setting.seed), 8, k)) for k, (split, rows) in enumerate(indices.items())}
     parts = {split: part(rows, split) for split, rows in indices.items()}
-    return AuxDataset(source, setting, tasks, parts, indices, corrupted, labelled, clean, served)
+    return AuxDataset(source, setting, tasks, parts, indices, corrupted, labelled, clean, served,
+                      aux=aux, aux_indices=aux_indices)

@@ -317,3 +317,25 @@ def test_setting_errors_that_depend_on_the_data():
         make_dataset(tracking_source(kind="regression"), Setting(noise_rate=0.2, dev_size=10))
     with pytest.raises(DataError, match="--batch_size"):
         make_dataset(src, Setting(dev_size=10)).train(100_000)
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_gathered_and_decoded_paths_serve_the_same_batches(image):
+    """Decode-free sources shuffle ids and gather (vectorised when not images); a source with
+    a decode fn shuffles decoded examples: with one seed both serve identical batches."""
+    n = 300
+    rows = np.arange(n)
+    features = (np.broadcast_to((rows % 256)[:, None, None, None], (n, 4, 4, 1)).astype(np.uint8) if image
+                else {"a": rows.astype(np.float64)[:, None], "b": (rows % 7).astype(np.int32)})
+    kw = dict(name="same", tasks=[Task("y", role="primary", num_classes=3), Task("aux", kind="regression")],
+              features=features, labels={"y": (rows * 7 % 3).astype(np.int32), "aux": (rows / n).astype(np.float32)},
+              is_image=image, image_shape=(4, 4, 1) if image else None,
+              augment=(lambda x, seed: tf.image.stateless_random_flip_left_right(x, seed)) if image else None)
+    setting = Setting(dev_size=20, label_fraction=0.6, seed=1)
+    plain, decoded = (make_dataset(Source(**kw, decode=d), setting) for d in (None, lambda f: f))
+    for name in ("train", "dev", "val", "reordered"):
+        a, b = (list((getattr(d, name)(32) if name in ("train", "val") else getattr(d, name)(16).take(20))
+                     .as_numpy_iterator()) for d in (plain, decoded))
+        assert len(a) == len(b) > 0
+        for u, v in zip(a, b):
+            tf.nest.map_structure(np.testing.assert_array_equal, u, v)

@@ -5,10 +5,10 @@ example counts is itself learned (JTDS, N-JTDS, AuxiLearn, GCS, ...).
 """
 
 from tfaux import hypergrad, strategies
-from tfaux import models, schedule
+from tfaux import callbacks, models, schedule
 from tfaux.export import export_primary, load_serving
 from tfaux.model import AuxiliaryModel
 from tfaux.tasks import Task, ordered, primary_task
 
 __all__ = ["AuxiliaryModel", "Task", "export_primary", "load_serving", "hypergrad", "strategies",
-           "ordered", "primary_task", "models", "schedule"]
+           "ordered", "primary_task", "models", "schedule", "callbacks"]

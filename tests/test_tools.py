@@ -1,0 +1,246 @@
+"""Research tools: apps.compare, apps.tune, apps.plots and tfaux.callbacks.ScheduleRecorder.
+
+apps.compare runs for real once, through its binary: one tiny JTDS run on digits with 40%
+corrupted labels (apps.corrupted_labels in a subprocess); the compare, plots and
+ScheduleRecorder-in-a-run tests share it. The aggregation is also checked on metrics.json
+files written here, against numpy, and the recorder on a toy problem over several epochs.
+"""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+import tfaux
+import toy
+from apps import compare, experiment
+from apps import train as train_app  # noqa: F401  (defines the experiment flags)
+from tfaux.callbacks import ScheduleRecorder
+
+FAST = ["--dataset=digits", "--epochs=1", "--dev_size=60", "--upper_interval=5", "--batch_size=64", "--verbose=0"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def parse():
+    def _parse(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["apps.train", *args])
+        return flags.FLAGS
+    yield _parse
+    flags.FLAGS.unparse_flags()
+
+
+def _compare_binary(*args):
+    return subprocess.run([sys.executable, "-m", "apps.compare", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+COMPARE_ARGS = ["--experiment=corrupted_labels", "--methods=jtds", "--seeds=0", "--set=noise_rate=0.4", "--", *FAST]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """apps.compare over one real JTDS run (digits, 40% corrupted labels, one epoch)."""
+    out = tmp_path_factory.mktemp("compare")
+    done = _compare_binary(f"--output_dir={out}", *COMPARE_ARGS)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out, done
+
+
+def _csv(path):
+    with open(path) as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+# ---------------------------------------------------------------- apps.compare
+def test_compare_runs_each_seed_as_a_process_and_tabulates_it(compared):
+    out, done = compared
+    run = out / "jtds_seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["method"] == "jtds" and metrics["flags"]["noise_rate"] == 0.4 and metrics["flags"]["seed"] == 0
+    assert metrics["flags"]["epochs"] == 1 and metrics["flags"]["dev_size"] == 60
+    assert (run / "compare.log").exists() and "--noise_rate=0.4" in (run / "command.txt").read_text()
+    row = _csv(out / "results.csv")["jtds"]
+    assert float(row["mean"]) == metrics["test"] and float(row["sem"]) == 0.0 and row["runs"] == "1"
+    assert float(row["wall_seconds"]) == metrics["wall_seconds"]
+    assert float(row["peak_rss_mib"]) == metrics["peak_rss_mib"]
+    assert row["delta_vs_stl"] == "" and row["wall_ratio_vs_stl"] == ""  # no STL among the methods
+    table = (out / "results.md").read_text()
+    assert f"| jtds | {metrics['test'] * 100:.2f} ± 0.00 | — |" in table and table in done.stdout
+    # Resumable: a finished run is not run again.
+    stamp = os.path.getmtime(run / "metrics.json")
+    again = _compare_binary(f"--output_dir={out}", *COMPARE_ARGS)
+    assert again.returncode == 0 and "done already" in again.stdout, again.stdout + again.stderr
+    assert os.path.getmtime(run / "metrics.json") == stamp
+
+
+def _fake_run(out, method, seed, test, wall, rss, metric="primary_accuracy"):
+    where = out / f"{method}_seed{seed}"
+    where.mkdir(parents=True)
+    (where / "metrics.json").write_text(json.dumps({
+        "method": method, "dataset": "digits", "primary_metric": metric, "test": test,
+        "wall_seconds": wall, "peak_rss_mib": rss}))
+
+
+def _sem(values):
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+@pytest.mark.parametrize("metric, scale", [("primary_accuracy", 100.0), ("primary_rmse", 1.0)])
+def test_compare_table_equals_the_per_run_metrics(tmp_path, metric, scale):
+    rng = np.random.default_rng(7)
+    runs = {"stl": [0, 1, 2], "jtds": [0, 1, 2], "equal": [1]}  # equal: one finished run
+    values = {}
+    for method, seeds in runs.items():
+        for seed in seeds:
+            v = (float(rng.uniform(0.7, 0.9)), float(rng.uniform(5, 50)), float(rng.uniform(500, 900)))
+            values.setdefault(method, []).append(v)
+            _fake_run(tmp_path, method, seed, *v, metric=metric)
+    compare.tabulate("train", ["stl", "equal", "jtds"], [0, 1, 2], str(tmp_path))
+    rows = _csv(tmp_path / "results.csv")
+    assert list(rows) == ["stl", "equal", "jtds"]
+    stl = np.array(values["stl"])
+    table = (tmp_path / "results.md").read_text()
+    for method, v in values.items():
+        v = np.array(v)
+        row = rows[method]
+        mean, sem = v[:, 0].mean(), _sem(v[:, 0])
+        assert int(row["runs"]) == len(v) and row["metric"] == metric
+        assert math.isclose(float(row["mean"]), mean, rel_tol=1e-12)
+        assert math.isclose(float(row["sem"]), sem, rel_tol=1e-12, abs_tol=1e-15)
+        assert math.isclose(float(row["delta_vs_stl"]), (mean - stl[:, 0].mean()) * scale, rel_tol=1e-9,
+                            abs_tol=1e-12)
+        assert math.isclose(float(row["wall_ratio_vs_stl"]), v[:, 1].mean() / stl[:, 1].mean(), rel_tol=1e-12)
+        assert math.isclose(float(row["memory_ratio_vs_stl"]), v[:, 2].mean() / stl[:, 2].mean(), rel_tol=1e-12)
+        digits = 2 if scale == 100.0 else 4
+        assert f"| {method} | {mean * scale:.{digits}f} ± {sem * scale:.{digits}f} |" in table
+    assert rows["equal"]["sem"] == "0.0" and rows["stl"]["delta_vs_stl"] == "0.0"
+    assert ("Accuracy % (mean ± SEM)" if scale == 100.0 else "RMSE (mean ± SEM)") in table
+
+
+def test_compare_flags_and_errors(tmp_path):
+    assert compare.passthrough_args(["aux_weights=rotation=0.5,coarse=2", "--epochs=2"], ["--norotation"]) == [
+        "--aux_weights=rotation=0.5,coarse=2", "--epochs=2", "--norotation"]
+    with pytest.raises(compare.CompareError, match="--seed"):
+        compare.passthrough_args(["seed=3"])
+    assert compare.command("train", "stl", 2, str(tmp_path), ["--epochs=1"])[2:] == [
+        "apps.train", "--method=stl", "--seed=2", f"--output_dir={tmp_path}/stl_seed2", "--epochs=1"]
+    wrong = _compare_binary("--experiment=nope", f"--output_dir={tmp_path}")
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    assert "--experiment=nope" in wrong.stderr.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------- apps.plots
+def test_plots_of_a_real_jtds_run_with_corrupted_labels(compared):
+    pytest.importorskip("matplotlib")
+    from apps import plots
+    run = compared[0] / "jtds_seed0"
+    made = plots.make_plots(str(run), echo=lambda *_: None)
+    for name in plots.FIGURES:
+        path = run / f"{name}.png"
+        assert made[name] == str(path), made[name]
+        data = path.read_bytes()
+        assert len(data) > 1024 and data.startswith(PNG), name
+
+
+def test_plots_skip_what_a_run_lacks(tmp_path):
+    pytest.importorskip("matplotlib")
+    from apps import plots
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "method": "stl", "dataset": "digits", "primary_metric": "primary_accuracy", "best_epoch": 2,
+        "history": {"loss": [2.0, 1.5], "label_loss": [2.0, 1.5], "primary_accuracy": [0.3, 0.5],
+                    "val_loss": [1.8, 1.4], "val_primary_accuracy": [0.4, 0.6]}}))
+    printed = []
+    made = plots.make_plots(str(tmp_path), echo=printed.append)
+    assert made["loss_curves"] == str(tmp_path / "loss_curves.png")
+    for name in ("schedule_evolution", "loss_filter", "corrupted_vs_clean"):
+        assert made[name].startswith("skipped: ") and not (tmp_path / f"{name}.png").exists()
+        assert any(line.startswith(f"skipped {name}.png: ") for line in printed)
+
+
+# ---------------------------------------------------------------- ScheduleRecorder
+def test_schedule_recorder_in_a_run_matches_example_weights_after_training(compared, parse):
+    """The run's schedule_history.npz against example_weights of a model rebuilt here from the
+    run's best.weights.h5 (one epoch, so the best epoch is the last)."""
+    run = compared[0] / "jtds_seed0"
+    h = np.load(run / "schedule_history.npz")
+    flags_ = parse("--method=jtds", "--noise_rate=0.4", *FAST)
+    data = experiment.load_data(flags_)
+    model = experiment.build_model(flags_, data)
+    model.load_weights(run / "best.weights.h5")
+    weights = tfaux.schedule.example_weights(model, data.train_eval(256), data.num_train)
+    assert h["weights"].shape == (1, 64, 2) and list(h["epochs"]) == [1] and list(h["tasks"]) == ["label", "rotation"]
+    np.testing.assert_array_equal(h["ids"], np.sort(np.random.default_rng(0).choice(data.num_train, 64, replace=False)))
+    np.testing.assert_allclose(h["weights"][-1], weights[h["ids"]], rtol=1e-5)
+    np.testing.assert_allclose(h["loss_scale"][-1], model.scheduler.loss_scale.numpy())
+    np.testing.assert_allclose(h["loss_shift"][-1], model.scheduler.loss_shift.numpy())
+    np.testing.assert_array_equal(h["corrupted"], data.corrupted[h["ids"]])
+    assert h["corrupted"].any() and not h["corrupted"].all()
+    # TensorBoard scalars over the whole training split.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "logs" / "schedule"), size_guidance={"tensors": 0}).Reload()
+    scalars = {tag: [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)]
+               for tag in events.Tags()["tensors"]}
+    expected = {"schedule/mean_weight/label": weights[:, 0].mean(),
+                "schedule/mean_weight/rotation": weights[:, 1].mean(),
+                "schedule/primary_weight_corrupted": weights[data.corrupted, 0].mean(),
+                "schedule/primary_weight_clean": weights[~data.corrupted, 0].mean()}
+    assert set(scalars) == set(expected), scalars
+    for tag, value in expected.items():
+        assert len(scalars[tag]) == 1 and math.isclose(scalars[tag][0], value, rel_tol=1e-5), tag
+
+
+class _SetFilterJTDS(tfaux.strategies.JTDS):
+    """JTDS whose loss filter the test sets each epoch (not learned: no hypergradient to trace)."""
+
+    bilevel = False
+
+
+def test_schedule_recorder_over_epochs_on_a_toy_problem(tmp_path):
+    model = toy.model(_SetFilterJTDS())
+    every = tf.data.Dataset.from_tensor_slices(toy.examples()).batch(48)
+    recorder = ScheduleRecorder(every, toy.N, sample=16, seed=2, log_dir=str(tmp_path))
+    scale, shift = np.array([[1.0, -1.0], [2.0, -2.0], [3.0, -3.0]]), np.array([[0.0, 0.5], [0.5, 1.0], [1.0, 1.5]])
+    set_filter = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: (
+        model.scheduler.loss_scale.assign(scale[epoch]), model.scheduler.loss_shift.assign(shift[epoch])))
+    model.fit(toy.streams()[0], epochs=3, callbacks=[set_filter, recorder], verbose=0)
+    h = recorder.history()
+    assert h["weights"].shape == (3, 16, 2) and list(h["epochs"]) == [1, 2, 3] and list(h["tasks"]) == ["main", "aux"]
+    np.testing.assert_array_equal(h["ids"], np.sort(np.random.default_rng(2).choice(toy.N, 16, replace=False)))
+    np.testing.assert_allclose(h["weights"][-1], tfaux.schedule.example_weights(model, every, toy.N)[h["ids"]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(h["loss_scale"], scale)  # one row per epoch, as set during that epoch
+    np.testing.assert_allclose(h["loss_shift"], shift)
+    assert not np.allclose(h["weights"][0], h["weights"][2])
+    assert "corrupted" not in h and list(tmp_path.iterdir())  # no corrupted flags given; events written
+
+
+def test_schedule_recorder_arguments():
+    recorder = ScheduleRecorder(None, 10, sample=64, seed=1)
+    assert len(recorder.ids) == 10 and list(recorder.ids) == list(range(10))  # capped at num_examples
+    with pytest.raises(ValueError, match="corrupted"):
+        ScheduleRecorder(None, 10, corrupted=np.zeros(9, bool))
+
+
+# ---------------------------------------------------------------- apps.tune
+def test_tune_writes_a_flag_file_absl_parses(tmp_path, parse):
+    from apps import tune
+    flags_ = parse("--method=equal", f"--output_dir={tmp_path}", *FAST)
+    values, score, trials = tune.search(flags_, max_trials=2)
+    assert len(trials) == 2 and all(t["score"] is not None for t in trials)
+    assert score == max(t["score"] for t in trials)  # accuracy: higher is better
+    path = tmp_path / "best_flags.txt"
+    parsed = parse(f"--flagfile={path}")
+    assert parsed.method == "equal" and parsed.lr in tune.LR_GRID and parsed.lr == values["lr"]
+    weights = experiment.parse_aux_weights(parsed.aux_weights)
+    assert set(weights) == {"rotation"} and weights["rotation"] in tune.WEIGHT_GRID
+    assert json.loads((tmp_path / "trials.json").read_text())["objective"] == "val_primary_accuracy"
