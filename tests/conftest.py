@@ -34,3 +34,18 @@ def two_devices():
     if len(devices) < 2:
         pytest.skip("two logical CPU devices could not be configured in this process")
     return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
+@pytest.fixture
+def parse():
+    """Parse the experiment binaries' absl flags in-process (apps.train defines them)."""
+    from absl import flags
+
+    from apps import train  # noqa: F401
+
+    def _parse(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["apps.train", *args])
+        return flags.FLAGS
+    yield _parse
+    flags.FLAGS.unparse_flags()

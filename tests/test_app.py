@@ -21,16 +21,6 @@ from apps import train as train_app  # noqa: F401  (defines the flags)
 FAST = ["--epochs=1", "--batch_size=64", "--dev_size=60", "--verbose=0", "--upper_interval=5"]
 
 
-@pytest.fixture
-def parse():
-    def _parse(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["apps.train", *args])
-        return flags.FLAGS
-    yield _parse
-    flags.FLAGS.unparse_flags()
-
-
 def _binary(args):
     return subprocess.run([sys.executable, "-m", "apps.train", *args], capture_output=True, text=True, timeout=300)
 

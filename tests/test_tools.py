@@ -29,16 +29,6 @@ FAST = ["--dataset=digits", "--epochs=1", "--dev_size=60", "--upper_interval=5",
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def parse():
-    def _parse(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["apps.train", *args])
-        return flags.FLAGS
-    yield _parse
-    flags.FLAGS.unparse_flags()
-
-
 def _compare_binary(*args):
     return subprocess.run([sys.executable, "-m", "apps.compare", *args], capture_output=True, text=True,
                           timeout=300)
