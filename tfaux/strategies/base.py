@@ -76,9 +76,6 @@ class Strategy(keras.layers.Layer):
         """Projection after each upper step (e.g. monotonicity constraints)."""
         return None
 
-    def get_config(self):
-        return super().get_config()
-
 
 @dataclasses.dataclass
 class ThetaVariables:
