@@ -1,0 +1,177 @@
+"""Quality on real data: methods x seeds on the settings of the benchmark issue, one command.
+
+    python -m benchmarks.quality --data_root=../shared/data --output_dir=runs/quality
+
+Settings (each one `apps.compare` call, so an interrupted benchmark resumes run by run):
+  mnist_noise  MNIST (the 10,000 t10k images split train/dev/val/test), rotation auxiliary,
+               40% uniformly corrupted primary labels (dev clean). Targets: JTDS test accuracy
+               >= STL + 5 points; corrupted-vs-clean AUC of JTDS primary weights >= 0.95.
+  mnist_semi   the same with 10% of primary labels kept. Targets: JTDS >= STL + 2 points and
+               >= Equal.
+  ml100k       MovieLens-100K rating (primary) + CTR, AutoInt. Target: JTDS RMSE <= STL RMSE.
+
+Writes <output_dir>/<setting>/results.{md,csv} (apps.compare's table: mean +- SEM over seeds,
+delta vs STL, time and memory ratios) and <output_dir>/quality.md: those tables, the AUC of
+every bi-level method's primary weights (mnist_noise) and each target, met or missed.
+This module does not import TensorFlow.
+"""
+
+import argparse
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+SETTINGS = {
+    "mnist_noise": dict(experiment="corrupted_labels", data="mnist",
+                        flags=["dataset=mnist", "noise_rate=0.4"]),
+    "mnist_semi": dict(experiment="semi_supervised", data="mnist",
+                       flags=["dataset=mnist", "label_fraction=0.1"]),
+    "ml100k": dict(experiment="recommendation", data="ml-100k",
+                   flags=["dataset=movielens_100k", "encoder=autoint"]),
+}
+BILEVEL = ("jtds", "njtds", "auxilearn")
+# One configuration for every method (STL and Equal ignore the upper-level flags): an upper
+# step every 5 lower steps with Adam(0.1), so that the schedule moves within a short run.
+COMMON = ["upper_interval=5", "upper_lr=0.1"]
+
+
+def auc(scores, positive):
+    """P(score of a positive > score of a negative), ties counting 1/2 (Mann-Whitney U)."""
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def clean_vs_corrupted_auc(schedule_path):
+    """AUC of clean over corrupted examples by their primary-task weight (1 = perfect separation)."""
+    s = np.load(schedule_path)
+    labelled = s["labelled"].astype(bool)
+    weights, corrupted = s["weights"][labelled, 0], s["corrupted"][labelled].astype(bool)
+    return auc(weights, ~corrupted)
+
+
+def read_table(path):
+    with open(path) as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+def mean_sem(values):
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    sem = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    return float(np.mean(values)), sem
+
+
+def run_setting(name, args):
+    spec = SETTINGS[name]
+    out = os.path.join(args.output_dir, name)
+    cmd = [sys.executable, "-m", "apps.compare", f"--experiment={spec['experiment']}",
+           f"--methods={args.methods}", f"--seeds={args.seeds}", f"--output_dir={out}",
+           f"--set=data_dir={os.path.join(args.data_root, spec['data'])}", "--set=verbose=2"]
+    cmd += [f"--set={f}" for f in COMMON + spec["flags"]]
+    if name.startswith("mnist"):
+        cmd += [f"--set=epochs={args.mnist_epochs}", f"--set=batch_size={args.mnist_batch_size}"]
+    else:
+        cmd += [f"--set=epochs={args.ml_epochs}"]
+    cmd += [f"--set={f}" for f in args.set]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def report(args):
+    lines = ["# Quality on real data", "",
+             f"Command: `python -m benchmarks.quality {' '.join(sys.argv[1:])}`", ""]
+    for name in args.settings.split(","):
+        out = os.path.join(args.output_dir, name)
+        table = os.path.join(out, "results.md")
+        if not os.path.exists(table):
+            lines += [f"## {name}", "", "not run", ""]
+            continue
+        with open(table) as f:
+            lines += [f"## {name}", "", f.read().strip(), ""]
+        rows = read_table(os.path.join(out, "results.csv"))
+        if name == "mnist_noise":
+            for method in BILEVEL:
+                values = []
+                for seed in args.seeds.split(","):
+                    path = os.path.join(out, f"{method}_seed{seed}", "schedule.npz")
+                    if os.path.exists(path):
+                        values.append(clean_vs_corrupted_auc(path))
+                if values:
+                    m, s = mean_sem(values)
+                    lines.append(f"- {method}: clean-vs-corrupted AUC of primary weights {m:.3f} +- {s:.3f} "
+                                 f"(seeds: {', '.join(f'{v:.3f}' for v in values)})")
+            lines.append("")
+        lines += targets(name, rows, out, args) + [""]
+    text = "\n".join(lines)
+    with open(os.path.join(args.output_dir, "quality.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+
+
+def _mean(rows, method):
+    return float(rows[method]["mean"]) if method in rows else float("nan")
+
+
+def targets(name, rows, out, args):
+    stl, jtds, equal = _mean(rows, "stl"), _mean(rows, "jtds"), _mean(rows, "equal")
+    check = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    if name == "mnist_noise":
+        gap = 100 * (jtds - stl)
+        aucs = [clean_vs_corrupted_auc(os.path.join(out, f"jtds_seed{s}", "schedule.npz"))
+                for s in args.seeds.split(",") if os.path.exists(os.path.join(out, f"jtds_seed{s}", "schedule.npz"))]
+        a = mean_sem(aucs)[0]
+        return [f"- target JTDS >= STL + 5 points: {gap:+.2f} points, {check(gap >= 5)}",
+                f"- target JTDS AUC >= 0.95: {a:.3f}, {check(a >= 0.95)}"]
+    if name == "mnist_semi":
+        return [f"- target JTDS >= STL + 2 points: {100 * (jtds - stl):+.2f} points, {check(jtds - stl >= 0.02)}",
+                f"- target JTDS >= Equal: {100 * (jtds - equal):+.2f} points, {check(jtds >= equal)}"]
+    return [f"- target JTDS RMSE <= STL RMSE: {jtds:.4f} vs {stl:.4f}, {check(jtds <= stl)}"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data_root", default="../shared/data", help="Folder holding mnist/ and ml-100k/.")
+    p.add_argument("--output_dir", default="runs/quality")
+    p.add_argument("--settings", default="mnist_noise,ml100k,mnist_semi")
+    p.add_argument("--methods", default="stl,equal,jtds,njtds")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--mnist_epochs", type=int, default=8)
+    p.add_argument("--mnist_batch_size", type=int, default=128)
+    p.add_argument("--ml_epochs", type=int, default=20)
+    p.add_argument("--set", action="append", default=[], help="Extra name=value flag for every run.")
+    p.add_argument("--report_only", action="store_true", help="Only tabulate finished runs.")
+    args = p.parse_args()
+    unknown = sorted(set(args.settings.split(",")) - set(SETTINGS))
+    if unknown:
+        p.error(f"--settings names unknown settings {unknown}; known: {sorted(SETTINGS)}.")
+    for name in args.settings.split(","):
+        folder = os.path.join(args.data_root, SETTINGS[name]["data"])
+        if not os.path.isdir(folder):
+            p.error(f"--data_root has no {SETTINGS[name]['data']}/ folder (looked for {folder}).")
+    if not args.report_only:
+        for name in args.settings.split(","):
+            run_setting(name, args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
