@@ -1,8 +1,9 @@
-"""flags -> data -> model -> fit -> metrics.json, saved_model/, schedule.npz.
+"""flags -> data -> model -> fit -> metrics.json, history.csv, saved_model/, schedule.npz.
 
 Shared by every experiment binary; the binaries only choose defaults.
 """
 
+import csv
 import json
 import os
 import resource
@@ -105,8 +106,40 @@ def _json_value(v):
     return v
 
 
+def resumed_epoch(backup_dir):
+    """Epochs already finished by the interrupted run whose Keras BackupAndRestore backup
+    lies in backup_dir (its training_metadata.json); 0 when there is none."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def earlier_history(path, epochs):
+    """The first `epochs` epochs of the CSVLogger file `path` as {key: [values]}; the file is
+    cut to them (so the resumed run appends after them), or removed when epochs is 0."""
+    if epochs == 0 or not os.path.exists(path):
+        if os.path.exists(path):
+            os.remove(path)
+        return {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, [r for r in reader if int(r["epoch"]) < epochs]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return {k: [float(r[k]) for r in rows] for k in fields if k != "epoch"}
+
+
 def run(flags, extra_callbacks=()):
-    """Train, select by validation (seed 000, Eq. 1), test, export. Returns the metrics dict."""
+    """Train, select by validation (seed 000, Eq. 1), test, export. Returns the metrics dict.
+
+    An interrupted run started again with the same flags resumes after its last finished
+    epoch (Keras BackupAndRestore: weights, both optimizers, the scheduler) and finishes as
+    the uninterrupted run would: every epoch's batches are a function of (seed, epoch),
+    the history so far comes back from history.csv and selection continues from its best."""
     start = time.time()
     out = os.path.abspath(flags.output_dir)
     os.makedirs(out, exist_ok=True)
@@ -114,11 +147,19 @@ def run(flags, extra_callbacks=()):
     with distribution(flags.distribute).scope():
         model = build_model(flags, data)
     monitor, mode = model.selection_metric
+    backup_dir = os.path.join(out, "backup")
+    first_epoch = resumed_epoch(backup_dir)
+    if first_epoch >= flags.epochs:
+        raise ConfigError(f"--epochs={flags.epochs} but the interrupted run in {out} already finished "
+                          f"{first_epoch} epochs; raise --epochs or use a new --output_dir.")
+    earlier = earlier_history(os.path.join(out, "history.csv"), first_epoch)
     best_path = os.path.join(out, "best.weights.h5")
+    best_so_far = ((max if mode == "max" else min)(earlier[monitor]) if earlier.get(monitor) else None)
     callbacks = [
         keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode=mode, save_best_only=True,
-                                        save_weights_only=True),
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+                                        save_weights_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
+        keras.callbacks.BackupAndRestore(backup_dir),
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
         keras.callbacks.TerminateOnNaN(),
         *extra_callbacks,
@@ -127,13 +168,18 @@ def run(flags, extra_callbacks=()):
     if model.scheduler.bilevel:  # sampled examples' weights and JTDS loss filter, every epoch
         recorder = ScheduleRecorder(data.train_eval(256), data.num_train, seed=flags.seed,
                                     corrupted=data.corrupted, labelled=data.labelled,
-                                    log_dir=os.path.join(out, "logs", "schedule"))
-        callbacks.append(recorder)
-    train = (data.train_with_dev(flags.batch_size, flags.dev_batch_size) if model.scheduler.bilevel
-             else data.train(flags.batch_size))
+                                    log_dir=os.path.join(out, "logs", "schedule"),
+                                    path=os.path.join(out, "schedule_history.npz"))
+        recorder.resume(first_epoch)
+        callbacks.insert(1, recorder)  # saved before the backup marks the epoch finished
+    epochs = dict(epochs=flags.epochs, initial_epoch=first_epoch)
+    train = (data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs) if model.scheduler.bilevel
+             else data.train(flags.batch_size, **epochs))
     history = model.fit(train, validation_data=data.val(256), epochs=flags.epochs, callbacks=callbacks,
-                        verbose=flags.verbose, shuffle=False)  # the pipeline shuffles
-    values = history.history.get(monitor, [])
+                        steps_per_epoch=data.steps_per_epoch(flags.batch_size), verbose=flags.verbose,
+                        shuffle=False)  # the pipeline shuffles
+    history = {k: earlier.get(k, []) + list(v) for k, v in history.history.items()}
+    values = history.get(monitor, [])
     if os.path.exists(best_path):
         model.load_weights(best_path)
     test = model.evaluate(data.test(256), return_dict=True, verbose=0)
@@ -144,18 +190,16 @@ def run(flags, extra_callbacks=()):
         np.savez_compressed(os.path.join(out, "schedule.npz"), weights=weights,
                             tasks=np.array([t.name for t in model.tasks]), corrupted=data.corrupted,
                             labelled=data.labelled)
-    if recorder is not None:
-        np.savez_compressed(os.path.join(out, "schedule_history.npz"), **recorder.history())
     best = (max if mode == "max" else min)(values) if values else None
     metrics = {
         "method": flags.method, "dataset": flags.dataset, "primary_metric": metric,
         "best_val": _json_value(best), "best_epoch": (values.index(best) + 1) if values else None,
         "test": _json_value(test[metric]), "test_metrics": {k: _json_value(v) for k, v in test.items()},
-        "epochs": flags.epochs, "wall_seconds": round(time.time() - start, 2),
+        "epochs": flags.epochs, "resumed_at_epoch": first_epoch, "wall_seconds": round(time.time() - start, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "num_train": data.num_train, "num_dev": data.num_dev, "num_val": data.num_val, "num_test": data.num_test,
         "flags": {name: _json_value(flags[name].value) for name in flags_used(flags)},
-        "history": {k: [_json_value(x) for x in v] for k, v in history.history.items()},
+        "history": {k: [_json_value(x) for x in v] for k, v in history.items()},
     }
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -113,10 +113,15 @@ class AuxInput:
 
     # ------------------------------------------------------------ tf.data
     def row_stream(self, seed):
-        """Endless int64 rows: a seeded shuffle of all auxiliary rows, reshuffled every pass
-        and every time the stream is iterated anew (every training epoch)."""
-        n = self.num_examples
-        return tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+        """Endless int64 rows: passes over all auxiliary rows, each in the permutation drawn
+        from the stateless [2] seed `seed` folded with the pass number."""
+        rows = tf.range(self.num_examples, dtype=tf.int64)
+
+        def one_pass(p):
+            order = tf.random.experimental.stateless_fold_in(seed, p)
+            return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(rows, seed=order))
+
+        return tf.data.Dataset.range(np.iinfo(np.int64).max).flat_map(one_pass)
 
     def label(self, row):
         return tf.gather(self._labels, row)

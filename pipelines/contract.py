@@ -140,6 +140,13 @@ def _float32(x):
     return tf.cast(x, tf.float32) if x.dtype == tf.float64 else x
 
 
+def _draw(seed, example_id):
+    """The int64 random draw of one training example in one epoch: a pure function of the
+    epoch's stateless seed and the example id (so independent of the order of the epoch)."""
+    return tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, example_id),
+                                       minval=None, maxval=None, dtype=tf.int64)
+
+
 def pixel_stats(features, decode, image_shape, seed):
     """Per-channel mean and std (float32 tensors) of images in [0, 1]: every image of
     `features` when decode is None, else a seeded sample of STATS_SAMPLE decoded ones."""
@@ -218,63 +225,73 @@ class AuxDataset:
         return self.tasks[0]
 
     # ------------------------------------------------------------ public pipelines
-    def train(self, batch_size=64, shuffle=True):
-        """One epoch of training batches: reshuffled every epoch, augmented, remainder dropped.
-        With an auxiliary dataset, each example is paired with an auxiliary training example
-        drawn by a seeded shuffle of the auxiliary rows that changes every epoch."""
+    def steps_per_epoch(self, batch_size=64):
+        """Training batches per epoch (the remainder is dropped)."""
+        return self.num_train // _batch_size(batch_size)
+
+    def train(self, batch_size=64, shuffle=True, epochs=None, initial_epoch=0):
+        """Training batches: shuffled, augmented, remainder dropped.
+
+        epochs=None: one epoch whose order and draws (augmentation, rotation, auxiliary
+        pairing) are new every time the dataset is iterated (what `fit(..., epochs=E)`
+        expects). epochs=E: epochs initial_epoch..E-1 back to back, each a pure function
+        of (seed, epoch), so a run resumed at epoch e sees exactly the batches an
+        uninterrupted one does; pass `steps_per_epoch=data.steps_per_epoch(b)` to fit."""
         batch_size = _batch_size(batch_size)
         if batch_size > self.num_train:
             raise DataError(f"--batch_size {batch_size} exceeds the {self.num_train} training examples "
                             f"(the remainder is dropped, so an epoch would be empty).")
-        ds, get = self._base("train", shuffle_seed=self._seed(1) if shuffle else None)
-        streams = [ds]
-        if self.aux is not None:
-            streams.append(self.aux.row_stream(self._seed(5)))
-        if not self._vector:  # per-example randomness: augmentation, rotation
-            streams.append(tf.data.Dataset.random(seed=self._seed(2), rerandomize_each_iteration=True))
 
-        def finish(first, *rest):
-            e = get(first)
+        def epoch(key):
+            ds, get = self._base("train", order=self._key(1, key) if shuffle else None)
             if self.aux is not None:
-                e, rest = self._with_aux_row(e, rest[0]), rest[1:]
-            return self._finish(e, True, rest[0] if rest else None)
+                ds = tf.data.Dataset.zip((ds, self.aux.row_stream(self._key(5, key))))
+            draws = self._key(2, key)
 
-        ds = tf.data.Dataset.zip(tuple(streams)) if len(streams) > 1 else ds
-        return self._batch_and_finish(ds, batch_size, True, finish)
+            def finish(first, *rest):
+                e = get(first)
+                if self.aux is not None:
+                    e = self._with_aux_row(e, rest[0])
+                return self._finish(e, True, None if self._vector else _draw(draws, e["id"]))
 
-    def dev(self, batch_size=64):
-        """Endless shuffled stream of clean dev batches (batch_size capped at num_dev)."""
-        batch_size = min(_batch_size(batch_size), self.num_dev)
+            return self._map_and_batch(ds, batch_size, True, finish)
+
+        keys = self._epoch_keys(1, epochs, initial_epoch)
+        batches = (self.num_train // batch_size) * int(keys.cardinality())
+        return keys.flat_map(epoch).apply(tf.data.experimental.assert_cardinality(batches)).prefetch(AUTOTUNE)
+
+    def dev(self, batch_size=64, epochs=None, initial_epoch=0, steps=None):
+        """Endless shuffled stream of clean dev batches (batch_size capped at num_dev); with
+        epochs=E, `steps` batches for each of epochs initial_epoch..E-1, a function of (seed, epoch)."""
         if self.num_dev == 0:
             raise DataError("The dev split is empty; set --dev_size or --dev_per_class above 0.")
-        return self._plain("dev", batch_size, drop_remainder=True, shuffle_seed=self._seed(3), repeat=True)
+        return self._passes("dev", min(_batch_size(batch_size), self.num_dev), 3, epochs, initial_epoch, steps)
 
-    def train_with_dev(self, batch_size=64, dev_batch_size=None):
-        """One training epoch zipped with the dev stream: {"train": batch, "dev": batch}."""
-        pairs = tf.data.Dataset.zip((self.train(batch_size), self.dev(dev_batch_size or batch_size)))
-        return pairs.map(lambda t, d: {"train": t, "dev": d})
+    def train_with_dev(self, batch_size=64, dev_batch_size=None, epochs=None, initial_epoch=0):
+        """Training epoch(s) zipped with the dev stream: {"train": batch, "dev": batch}
+        (epochs / initial_epoch as in train)."""
+        return self._with_upper(self.dev, batch_size, dev_batch_size, epochs, initial_epoch)
 
-    def reordered(self, batch_size=64):
+    def reordered(self, batch_size=64, epochs=None, initial_epoch=0, steps=None):
         """Endless stream of the training split itself as an upper-level objective (DTG-AuxL):
         the primary-labelled training examples with their labels as served (possibly noisy),
         every mask as in train (so the primary mask is 1), unaugmented, with the fixed
         rotation / auxiliary pairing of train_eval, in a seeded order reshuffled every pass
-        and independent of train's. batch_size is capped at the number of labelled examples."""
+        and independent of train's. batch_size is capped at the number of labelled examples.
+        epochs / initial_epoch / steps as in dev."""
         rows = np.flatnonzero(self._parts["train"]["mask"][self.primary.name] > 0)
         if len(rows) == 0:
             raise DataError("No training example keeps its primary label; raise --label_fraction or "
                             "--shots_per_class.")
-        batch_size = min(_batch_size(batch_size), len(rows))
-        return self._plain("train", batch_size, drop_remainder=True, shuffle_seed=self._seed(6), rows=rows,
-                           repeat=True)
+        return self._passes("train", min(_batch_size(batch_size), len(rows)), 6, epochs, initial_epoch, steps,
+                            rows=rows)
 
-    def train_with_reordered(self, batch_size=64, dev_batch_size=None):
-        """One training epoch zipped with the reordered training stream: {"train": batch,
+    def train_with_reordered(self, batch_size=64, dev_batch_size=None, epochs=None, initial_epoch=0):
+        """Training epoch(s) zipped with the reordered training stream: {"train": batch,
         "dev": batch}, where "dev" comes from reordered() instead of the dev split. Feed it to
         model.fit like train_with_dev; a bi-level strategy then takes its upper steps on
         the training set itself (DTG-AuxL uses the training set as its upper objective)."""
-        pairs = tf.data.Dataset.zip((self.train(batch_size), self.reordered(dev_batch_size or batch_size)))
-        return pairs.map(lambda t, d: {"train": t, "dev": d})
+        return self._with_upper(self.reordered, batch_size, dev_batch_size, epochs, initial_epoch)
 
     def val(self, batch_size=256):
         return self._ordered("val", batch_size)
@@ -290,62 +307,106 @@ class AuxDataset:
     def _seed(self, stream):
         return int(self.setting.seed) * 7919 + stream
 
+    def _key(self, stream, *keys):
+        """Stateless [2] int64 seed of random `stream` (1 train order, 2 per-example draws,
+        3 dev order, 5 auxiliary rows, 6 reordered) for epoch / pass `keys`."""
+        seed = tf.constant([self._seed(stream), 0], tf.int64)
+        for k in keys:
+            seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(k, tf.int64))
+        return seed
+
+    def _epoch_keys(self, stream, epochs, initial_epoch):
+        """Dataset of epoch keys: initial_epoch..epochs-1, or (epochs=None) one fresh random
+        key each time the dataset is iterated."""
+        if epochs is None:
+            return tf.data.Dataset.random(seed=self._seed(stream), rerandomize_each_iteration=True).take(1)
+        if not 0 <= int(initial_epoch) < int(epochs):
+            raise DataError(f"initial_epoch {initial_epoch} must lie in [0, epochs={epochs}).")
+        return tf.data.Dataset.range(int(initial_epoch), int(epochs))
+
+    def _passes(self, split, batch_size, stream, epochs, initial_epoch, steps, rows=None):
+        """Unaugmented batches of a split (ids `rows` only), endless passes each in a new
+        seeded order; per epoch key, `steps` batches (all of them if steps is None)."""
+        def passes(key):
+            def one_pass(p):
+                ds, get = self._base(split, order=self._key(stream, key, p), rows=rows)
+                return self._map_and_batch(ds, batch_size, True, lambda e: self._finish(get(e), False, None))
+            ds = tf.data.Dataset.range(np.iinfo(np.int64).max).flat_map(one_pass)
+            return ds if steps is None else ds.take(steps)
+        if epochs is not None and steps is None:
+            raise DataError("Pass steps (batches per epoch) together with epochs.")
+        keys = self._epoch_keys(stream, epochs, initial_epoch)
+        batches = tf.data.INFINITE_CARDINALITY if steps is None else steps * int(keys.cardinality())
+        return keys.flat_map(passes).apply(tf.data.experimental.assert_cardinality(batches)).prefetch(AUTOTUNE)
+
+    def _with_upper(self, upper, batch_size, dev_batch_size, epochs, initial_epoch):
+        steps = None if epochs is None else self.steps_per_epoch(batch_size)
+        pairs = tf.data.Dataset.zip((self.train(batch_size, epochs=epochs, initial_epoch=initial_epoch),
+                                     upper(dev_batch_size or batch_size, epochs=epochs,
+                                           initial_epoch=initial_epoch, steps=steps)))
+        return pairs.map(lambda t, d: {"train": t, "dev": d})
+
     def _ordered(self, split, batch_size):
         return self._plain(split, _batch_size(batch_size))
 
-    def _plain(self, split, batch_size, drop_remainder=False, shuffle_seed=None, rows=None, repeat=False):
-        """Unaugmented batches of a split (ids `rows` only), optionally shuffled and endless."""
-        ds, get = self._base(split, shuffle_seed=shuffle_seed, rows=rows)
-        if repeat:
-            ds = ds.repeat()
-        return self._batch_and_finish(ds, batch_size, drop_remainder, lambda e: self._finish(get(e), False, None))
+    def _plain(self, split, batch_size):
+        """Unaugmented batches of a split in id order."""
+        ds, get = self._base(split)
+        return self._map_and_batch(ds, batch_size, False, lambda e: self._finish(get(e), False, None)).prefetch(
+            AUTOTUNE)
 
-    def _batch_and_finish(self, ds, batch_size, drop_remainder, finish):
+    def _map_and_batch(self, ds, batch_size, drop_remainder, finish):
         """Batches of finish(element): finished one example at a time, or a whole batch at
         once (vectorised) when nothing in it is per-example (self._vector)."""
         if self._vector:
-            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-            ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
-        else:
-            ds = ds.map(finish, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=drop_remainder)
-        return ds.prefetch(AUTOTUNE)
+            return ds.batch(batch_size, drop_remainder=drop_remainder).map(finish, num_parallel_calls=AUTOTUNE)
+        return ds.map(finish, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=drop_remainder)
 
-    def _base(self, split, shuffle_seed=None, rows=None):
-        """(ds, get): the examples of a split (of ids `rows` only), optionally reshuffled every
-        iteration, and the TF fn turning one element of ds (or a batch of them) into
-        {"x", "labels", "mask", "id"[, "aux_row"]}. Sources without a decode fn yield int64
-        ids that `get` gathers from the split's arrays (a shuffle buffer of ids fills fast,
-        and gathers vectorise; a shuffle of ids with one seed gives the same order as a shuffle
-        of the examples); the others yield decoded examples (cached when they fit)."""
-        if self._source.decode is not None:
-            return self._decoded(split, shuffle_seed=shuffle_seed, rows=rows), lambda e: e
+    def _base(self, split, order=None, rows=None):
+        """(ds, get): int64 ids of a split (ids `rows` only), in id order or in the permutation
+        drawn from the stateless seed `order`, and the TF fn turning one id (or a vector of
+        them) into {"x", "labels", "mask", "id"[, "aux_row"]} by gathering from the split's
+        arrays (gathers vectorise; shuffling ids needs no buffer). Sources with a decode fn
+        have their decoded inputs gathered when they fit in memory, else decode per example."""
         ids = np.arange(len(self.indices[split]), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-        ds = tf.data.Dataset.from_tensor_slices(ids)
-        if shuffle_seed is not None:
-            ds = ds.shuffle(len(ids), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ids = tf.constant(ids)
+        if order is not None:
+            ids = tf.random.experimental.stateless_shuffle(ids, seed=order)
         arrays = self._arrays(split)
-        return ds, lambda i: self._gather(arrays, i)
+        return tf.data.Dataset.from_tensor_slices(ids), lambda i: self._gather(arrays, i)
 
     def _arrays(self, split):
-        """The split's features, labels, masks (and auxiliary rows) as tensors, made once."""
+        """The split's inputs (decoded when cacheable), labels, masks (and auxiliary rows)
+        as tensors, made once."""
         if split not in self._tensors:
             part = self._parts[split]
-            arrays = {"f": part["features"], "labels": part["labels"], "mask": part["mask"]}
-            if self.aux is not None:
-                arrays["aux_row"] = self.aux_indices[split]
-            self._tensors[split] = tf.nest.map_structure(tf.constant, arrays)
+            with tf.init_scope():  # eager tensors, shared by every traced pipeline function
+                features = self._decoded_inputs(split) if self._cache else part["features"]
+                arrays = {"f": features, "labels": part["labels"], "mask": part["mask"]}
+                if self.aux is not None:
+                    arrays["aux_row"] = self.aux_indices[split]
+                self._tensors[split] = tf.nest.map_structure(tf.constant, arrays)
         return self._tensors[split]
 
+    def _decoded_inputs(self, split):
+        """Every decoded input x of a split, stacked (numpy; used when they fit in memory)."""
+        ds = self._examples(split).map(self._decode, num_parallel_calls=AUTOTUNE).map(lambda e: e["x"])
+        chunks = list(ds.batch(1024).as_numpy_iterator())
+        if not chunks:
+            return tf.nest.map_structure(lambda s: np.zeros((0, *s.shape), s.dtype.as_numpy_dtype), ds.element_spec)
+        return tf.nest.map_structure(lambda *c: np.concatenate(c), *chunks)
+
     def _gather(self, arrays, ids):
-        """Example(s) `ids` (a scalar or a vector) of a split's arrays."""
+        """Example(s) `ids` (a scalar or a vector) of a split's arrays; decoded here when
+        the source decodes and its inputs were not cached."""
         e = tf.nest.map_structure(lambda a: tf.gather(a, ids), arrays)
-        x = e["f"]
+        e["id"] = ids
+        if self._source.decode is not None and not self._cache:
+            return self._decode(e)
+        x = e.pop("f")
         if self._source.is_image and ids.shape.rank == 0:
             x = tf.ensure_shape(x, self._source.image_shape)
-        out = {"x": x, "labels": e["labels"], "mask": e["mask"], "id": ids}
-        if "aux_row" in e:
-            out["aux_row"] = e["aux_row"]
-        return out
+        return {"x": x, **e}
 
     def _examples(self, split, rows=slice(None)):
         part = self._parts[split]
@@ -375,7 +436,7 @@ class AuxDataset:
         return {**e, "aux_row": row, "labels": {**e["labels"], self.aux.task.name: self.aux.label(row)}}
 
     def _cacheable(self):
-        """Decoded examples are cached in memory when a decode fn exists and they fit."""
+        """Decoded inputs are kept in memory when a decode fn exists and they fit."""
         if self._source.decode is None:
             return False
         spec = self._examples("train", rows=slice(0, 1)).map(self._decode).element_spec["x"]
@@ -384,17 +445,6 @@ class AuxDataset:
             return False
         per_example = sum(int(np.prod(s.shape)) * s.dtype.size for s in specs)
         return per_example * self._source.num_examples <= CACHE_LIMIT_BYTES
-
-    def _decoded(self, split, shuffle_seed=None, rows=None):
-        """Examples (all, or those of ids `rows`) with x decoded (cached when it fits),
-        optionally reshuffled every iteration."""
-        n = len(self.indices[split]) if rows is None else len(rows)
-        ds = self._examples(split, rows=slice(None) if rows is None else rows)
-        shuffle = (lambda d: d.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)) \
-            if shuffle_seed is not None else (lambda d: d)
-        if not self._cache:
-            return shuffle(ds).map(self._decode, num_parallel_calls=AUTOTUNE)
-        return shuffle(ds.map(self._decode, num_parallel_calls=AUTOTUNE).cache())
 
     def _finish(self, e, training, draw):
         """Scale, augment (training), normalise, cast, add the auxiliary input and the rotation task."""

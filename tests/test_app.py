@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from absl import flags
@@ -107,3 +108,44 @@ def test_app_trains_recommendation_data_with_the_tabular_encoder(tmp_path, parse
     assert metrics["test"] < baseline, (metrics["test"], baseline)
     served = tfaux.load_serving(out / "saved_model")(next(iter(data.test(8)))["x"])
     assert served["prediction"].shape == (8,)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Stand-in for a killed job: fails at the end of epoch `epochs` (after the backup)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise _Interrupted()
+
+
+def test_an_interrupted_run_resumes_and_finishes_as_the_uninterrupted_one(tmp_path, parse):
+    args = ["--method=jtds", "--epochs=2", "--batch_size=64", "--dev_size=60", "--upper_interval=4",
+            "--upper_lr=0.05", "--verbose=0"]
+    whole = experiment.run(parse(*args, f"--output_dir={tmp_path / 'whole'}"))
+    cut = tmp_path / "cut"
+    with pytest.raises(_Interrupted):
+        experiment.run(parse(*args, f"--output_dir={cut}"), extra_callbacks=[_StopAfter(1)])
+    assert (cut / "backup").is_dir() and not (cut / "metrics.json").exists()
+    resumed = experiment.run(parse(*args, f"--output_dir={cut}"))
+    assert resumed["resumed_at_epoch"] == 1 and whole["resumed_at_epoch"] == 0
+    assert resumed["history"].keys() == whole["history"].keys()
+    for key, values in whole["history"].items():
+        assert len(resumed["history"][key]) == 2, key
+        np.testing.assert_allclose(resumed["history"][key], values, rtol=1e-4, atol=1e-5, err_msg=key)
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    np.testing.assert_allclose(resumed["test"], whole["test"], atol=1e-6)
+    a, b = (np.load(tmp_path / run / "schedule.npz") for run in ("whole", "cut"))
+    np.testing.assert_allclose(b["weights"], a["weights"], rtol=1e-4, atol=1e-5)
+    a, b = (np.load(tmp_path / run / "schedule_history.npz") for run in ("whole", "cut"))
+    assert list(b["epochs"]) == list(a["epochs"]) == [1, 2]
+    np.testing.assert_allclose(b["weights"], a["weights"], rtol=1e-4, atol=1e-5)
+    # Not resumable from its own result: a finished run leaves no backup behind.
+    assert not (cut / "backup").exists()

@@ -6,6 +6,7 @@ on every task (seed 000, Fig. 4) and, for JTDS, its loss-filter parameters
 (a_k, b_k) of sigmoid(a_k * lhat + b_k) (Fig. 6).
 """
 
+import os
 import time
 
 import keras
@@ -36,11 +37,14 @@ class ScheduleRecorder(keras.callbacks.Callback):
                   `schedule/primary_weight_corrupted` / `schedule/primary_weight_clean`
                   (means over the whole training split).
 
+    path:         if given, `history()` is written there (npz) after every epoch, so an
+                  interrupted run keeps what it recorded; `resume(e)` reads it back.
+
     `history()` returns a dict of arrays (see its docstring), ready for `np.savez`.
     """
 
     def __init__(self, dataset, num_examples, sample=64, seed=0, corrupted=None, labelled=None,
-                 log_dir=None):
+                 log_dir=None, path=None):
         super().__init__()
         num_examples = int(num_examples)
         if num_examples < 1:
@@ -54,6 +58,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
         self.corrupted = None if corrupted is None else self._flags(corrupted, "corrupted")
         self.labelled = None if labelled is None else self._flags(labelled, "labelled")
         self.log_dir = log_dir
+        self.path = path
         self._writer = None
         self._epochs, self._weights, self._scale, self._shift = [], [], [], []
         self.seconds = 0.0
@@ -77,6 +82,26 @@ class ScheduleRecorder(keras.callbacks.Callback):
         if self.log_dir:
             self._summarize(epoch + 1, weights)
         self.seconds += time.time() - start
+        if self.path:
+            partial = f"{self.path}.partial.npz"
+            np.savez_compressed(partial, **self.history())
+            os.replace(partial, self.path)
+
+    def resume(self, epochs):
+        """Continue the history that an interrupted run saved at `path`: keep its entries of
+        epochs 1..`epochs` (the ones its backup finished) and drop the rest."""
+        self._epochs, self._weights, self._scale, self._shift = [], [], [], []
+        if not self.path or epochs < 1 or not os.path.exists(self.path):
+            return
+        saved = np.load(self.path)
+        if not np.array_equal(saved["ids"], self.ids):
+            raise ValueError(f"{self.path} follows other examples (another seed or dataset); delete it.")
+        keep = saved["epochs"] <= epochs
+        self._epochs = [int(e) for e in saved["epochs"][keep]]
+        self._weights = list(saved["weights"][keep])
+        if "loss_scale" in saved:
+            self._scale, self._shift = list(saved["loss_scale"][keep]), list(saved["loss_shift"][keep])
+        self.seconds = float(saved["seconds"])
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
