@@ -8,6 +8,8 @@ and ratios to STL. Defaults: ConvNet-4, batch 64, M = 20, K = 3, Hessian over al
 parameters, rotation auxiliary task.
 
     python -m benchmarks.cost --dataset=mnist --data_dir=../shared/data/mnist
+    python -m benchmarks.cost --dataset=movielens_100k --data_dir=../shared/data/ml-100k \
+        --encoder=autoint --rotation=off --batch_size=1024 --steps=40
 """
 
 import argparse
@@ -35,7 +37,8 @@ def worker(args):
     keras.utils.set_random_seed(0)
     setting = pipelines.Setting(dev_size=args.dev_size, rotation=args.rotation == "on")
     data = pipelines.load(args.dataset, data_dir=args.data_dir, setting=setting)
-    model = tfaux.AuxiliaryModel(tfaux.models.convnet4(), data.tasks, tfaux.strategies.get(args.method),
+    encoder = tfaux.models.autoint(data.input_spec) if args.encoder == "autoint" else tfaux.models.convnet4()
+    model = tfaux.AuxiliaryModel(encoder, data.tasks, tfaux.strategies.get(args.method),
                                  input_spec=data.input_spec, num_examples=data.num_train,
                                  upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
                                  hessian_scope=args.hessian_scope)
@@ -58,6 +61,8 @@ def main():
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--encoder", default="convnet4", choices=["convnet4", "autoint"],
+                   help="autoint for MovieLens / Amazon (dict inputs)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps", type=int, default=0, help="cap training steps per epoch (0: whole epoch)")

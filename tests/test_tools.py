@@ -234,3 +234,14 @@ def test_tune_writes_a_flag_file_absl_parses(tmp_path, parse):
     weights = experiment.parse_aux_weights(parsed.aux_weights)
     assert set(weights) == {"rotation"} and weights["rotation"] in tune.WEIGHT_GRID
     assert json.loads((tmp_path / "trials.json").read_text())["objective"] == "val_primary_accuracy"
+
+
+def test_quality_benchmark_auc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from benchmarks.quality import auc
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=300), 1)  # many ties
+    positive = rng.random(300) < 0.3
+    assert auc(scores, positive) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
+    assert auc([0.1, 0.2, 0.9], [False, False, True]) == 1.0 and np.isnan(auc([1.0, 2.0], [True, True]))
