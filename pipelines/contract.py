@@ -25,7 +25,7 @@ from tfaux.tasks import Task, ordered
 
 SPLITS = ("train", "val", "test")
 AUTOTUNE = tf.data.AUTOTUNE
-CACHE_LIMIT_BYTES = 1 << 30   # decoded examples are cached in memory up to this size
+CACHE_LIMIT_BYTES = 1 << 30   # decoded inputs are kept in memory (as tensors) up to this size
 STATS_SAMPLE = 5000           # decoded sources: train images used for the mean/std
 
 
@@ -188,6 +188,8 @@ class AuxDataset:
       train_with_reordered(b)   {"train": train(b), "dev": reordered(b)}, where the upper
                                 objective reads the training set itself, independently
                                 reshuffled and unaugmented (DTG-AuxL, seed 001).
+    Each takes epochs=E, initial_epoch=e to serve epochs e..E-1, each a pure function of
+    (seed, epoch): fit with steps_per_epoch=steps_per_epoch(b) then resumes exactly.
     """
 
     def __init__(self, source, setting, tasks, parts, indices, corrupted, labelled, clean_train_labels,
