@@ -245,3 +245,23 @@ def test_quality_benchmark_auc_matches_sklearn():
     positive = rng.random(300) < 0.3
     assert auc(scores, positive) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
     assert auc([0.1, 0.2, 0.9], [False, False, True]) == 1.0 and np.isnan(auc([1.0, 2.0], [True, True]))
+
+
+def test_hypergradient_benchmark_spectrum_and_damped_solve_against_numpy():
+    from benchmarks.hypergrad_accuracy import damped_solve_check, extreme_eigenvalues
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    eigenvalues = np.linspace(-1.5, 9.0, 12)  # indefinite, like a network away from a minimum
+    h = (q * eigenvalues) @ q.T
+    theta = [tf.zeros([4, 2]), tf.zeros([4])]
+
+    def hvp(u):
+        flat = np.concatenate([np.ravel(x) for x in u]) @ h
+        return [tf.constant(flat[:8].reshape(4, 2), tf.float32), tf.constant(flat[8:], tf.float32)]
+
+    top, bottom = extreme_eigenvalues(hvp, theta, iterations=400)
+    assert top == pytest.approx(9.0, rel=1e-3) and bottom == pytest.approx(-1.5, rel=1e-2)
+    v = [tf.constant(rng.normal(size=(4, 2)), tf.float32), tf.constant(rng.normal(size=4), tf.float32)]
+    residual, agreement = damped_solve_check(hvp, v, 3.0, 30, 800, (top, bottom))
+    assert residual < 1e-4 and agreement == pytest.approx(1.0, abs=1e-5)
+    assert damped_solve_check(hvp, v, 0.0, 30, 10, (top, bottom))[1] is None  # the series would diverge
