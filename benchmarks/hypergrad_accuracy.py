@@ -12,7 +12,7 @@
    the same damped system.
 
 Run: python -m benchmarks.hypergrad_accuracy --json benchmarks/results/hypergrad_accuracy.json
-(about 5 minutes on 2 CPU cores).
+(5-10 minutes on 2 CPU cores).
 """
 
 import argparse
@@ -54,17 +54,20 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def _dense(grads, variables):
+    return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+
+
 def _hessian_operator(model, batch):
     """v -> H v for the lower objective on `batch`, over the model's Hessian variables."""
     theta = model.hessian_variables()
     with tf.GradientTape(persistent=True) as outer:
         with tf.GradientTape() as inner:
             loss = model.lower_objective(batch)
-        grads = [tf.zeros_like(t) if g is None else g for g, t in zip(inner.gradient(loss, theta), theta)]
+        grads = _dense(inner.gradient(loss, theta), theta)
 
     def hvp(u):
-        out = outer.gradient(grads, theta, output_gradients=u)
-        return [tf.zeros_like(t) if h is None else h for h, t in zip(out, theta)]
+        return _dense(outer.gradient(grads, theta, output_gradients=u), theta)
     return hvp, theta
 
 
@@ -89,19 +92,21 @@ def extreme_eigenvalues(hvp, theta, iterations=100, seed=0):
 
 
 def damped_solve_check(hvp, v, damping, iterations, neumann_terms, eigenvalues):
-    """CG's relative residual on (H + mu I) x = v, and its cosine with a Neumann series on the
-    same damped system (alpha = 1/(lambda_max + mu)): two independent solvers agreeing make the
-    damped reference trustworthy. The series diverges unless lambda_min + mu > 0 (then None)."""
+    """CG's solve x of (H + mu I) x = v, its relative residual, and its cosine with a Neumann
+    series on the same damped system (alpha = 1/(lambda_max + mu)): two independent solvers
+    agreeing make the damped reference trustworthy. The series diverges unless
+    lambda_min + mu > 0 (then the cosine is None)."""
     top, bottom = eigenvalues
+
     def damped(u):
         return [h + damping * x for h, x in zip(hvp(u), u)]
 
     x = hypergrad.ConjugateGradient(iterations=iterations, damping=damping)(hvp, v)
     residual = np.linalg.norm(_flat(damped(x)) - _flat(v)) / np.linalg.norm(_flat(v))
     if bottom + damping <= 0:
-        return float(residual), None
+        return _flat(x), float(residual), None
     y = hypergrad.Neumann(terms=neumann_terms, alpha=1.0 / (top + damping))(damped, v)
-    return float(residual), _cosine(_flat(x), _flat(y))
+    return _flat(x), float(residual), _cosine(_flat(x), _flat(y))
 
 
 def real_network(terms=(1, 3, 10, 50), cg_iterations=200, epochs=3, seed=0):
@@ -133,7 +138,7 @@ def real_network(terms=(1, 3, 10, 50), cg_iterations=200, epochs=3, seed=0):
     top, bottom = extreme_eigenvalues(hvp, theta)
     with tf.GradientTape() as tape:
         dev_loss = model.dev_objective(pair["dev"])
-    v = [tf.zeros_like(t) if g is None else g for g, t in zip(tape.gradient(dev_loss, theta), theta)]
+    v = _dense(tape.gradient(dev_loss, theta), theta)
 
     neumann = {k: hyper(hypergrad.Neumann(terms=k)) for k in terms}
     neumann_solves = {k: _flat(hypergrad.Neumann(terms=k, alpha=lr)(hvp, v)) for k in terms}
@@ -141,10 +146,9 @@ def real_network(terms=(1, 3, 10, 50), cg_iterations=200, epochs=3, seed=0):
                 ("1 / (alpha (K+1)), K = 3", 1.0 / (lr * 4)), ("lambda_max", top)]
     references = []
     for name, mu in dampings:
-        residual, agreement = damped_solve_check(hvp, v, mu, cg_iterations, 2000, (top, bottom))
+        solve, residual, agreement = damped_solve_check(hvp, v, mu, cg_iterations, 2000, (top, bottom))
         reference = hyper(hypergrad.ConjugateGradient(iterations=cg_iterations, damping=mu))
         half = hyper(hypergrad.ConjugateGradient(iterations=cg_iterations // 2, damping=mu))
-        solve = _flat(hypergrad.ConjugateGradient(iterations=cg_iterations, damping=mu)(hvp, v))
         references.append({
             "damping": name, "mu": mu, "cg_relative_residual": residual,
             "cosine_cg_vs_damped_neumann_2000": agreement, "cosine_cg_half_vs_full": _cosine(half, reference),

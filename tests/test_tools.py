@@ -262,6 +262,8 @@ def test_hypergradient_benchmark_spectrum_and_damped_solve_against_numpy():
     top, bottom = extreme_eigenvalues(hvp, theta, iterations=400)
     assert top == pytest.approx(9.0, rel=1e-3) and bottom == pytest.approx(-1.5, rel=1e-2)
     v = [tf.constant(rng.normal(size=(4, 2)), tf.float32), tf.constant(rng.normal(size=4), tf.float32)]
-    residual, agreement = damped_solve_check(hvp, v, 3.0, 30, 800, (top, bottom))
+    solve, residual, agreement = damped_solve_check(hvp, v, 3.0, 30, 800, (top, bottom))
     assert residual < 1e-4 and agreement == pytest.approx(1.0, abs=1e-5)
-    assert damped_solve_check(hvp, v, 0.0, 30, 10, (top, bottom))[1] is None  # the series would diverge
+    rhs = np.concatenate([np.ravel(x) for x in v])
+    np.testing.assert_allclose(solve, np.linalg.solve(h + 3.0 * np.eye(12), rhs), rtol=1e-3, atol=1e-5)
+    assert damped_solve_check(hvp, v, 0.0, 30, 10, (top, bottom))[2] is None  # the series would diverge
