@@ -85,9 +85,9 @@ def step_seconds(t, terms, steps, rounds=3):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--terms", default="0,1,3,10")
-    p.add_argument("--tasks", default="2,11,41,313")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--terms", default="0,1,3,10", help="Comma-separated Neumann term counts K.")
+    p.add_argument("--tasks", default="2,11,41,313", help="Comma-separated task counts T (primary included).")
+    p.add_argument("--steps", type=int, default=20, help="Timed training steps per fit and round.")
     args = p.parse_args()
     print("## Scheduler parameters (phi)\n")
     print("| tasks T | feature dim d | training examples N | JTDS | N-JTDS | N-JTDS / JTDS |\n|---|---|---|---|---|---|")
