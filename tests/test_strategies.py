@@ -119,6 +119,13 @@ def test_auxilearn_combiner_stays_monotone():
     losses = tf.constant(np.random.default_rng(0).random((50, 2)), tf.float32)
     bigger = losses + tf.constant([[0.0, 0.5]])
     assert np.all(model.scheduler.combine(bigger).numpy() >= model.scheduler.combine(losses).numpy() - 1e-6)
+    # Non-negative weights and Softplus make g convex, so an example's effective primary
+    # weight 1 + dg/dl_main never falls as its own primary loss grows (noisy labels get more).
+    main_losses = tf.Variable(np.stack([np.linspace(0.0, 5.0, 50), np.full(50, 0.3)], 1), dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(model.scheduler.combine(main_losses))
+    slopes = tape.gradient(total, main_losses).numpy()[:, 0]
+    assert np.all(np.diff(slopes) >= -1e-6)
 
 
 def test_unknown_method_is_a_clear_error():
