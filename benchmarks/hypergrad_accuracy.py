@@ -54,20 +54,16 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def _dense(grads, variables):
-    return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-
-
 def _hessian_operator(model, batch):
     """v -> H v for the lower objective on `batch`, over the model's Hessian variables."""
     theta = model.hessian_variables()
     with tf.GradientTape(persistent=True) as outer:
         with tf.GradientTape() as inner:
             loss = model.lower_objective(batch)
-        grads = _dense(inner.gradient(loss, theta), theta)
+        grads = hypergrad.zeros_for_none(inner.gradient(loss, theta), theta)
 
     def hvp(u):
-        return _dense(outer.gradient(grads, theta, output_gradients=u), theta)
+        return hypergrad.zeros_for_none(outer.gradient(grads, theta, output_gradients=u), theta)
     return hvp, theta
 
 
@@ -138,7 +134,7 @@ def real_network(terms=(1, 3, 10, 50), cg_iterations=200, epochs=3, seed=0):
     top, bottom = extreme_eigenvalues(hvp, theta)
     with tf.GradientTape() as tape:
         dev_loss = model.dev_objective(pair["dev"])
-    v = _dense(tape.gradient(dev_loss, theta), theta)
+    v = hypergrad.zeros_for_none(tape.gradient(dev_loss, theta), theta)
 
     neumann = {k: hyper(hypergrad.Neumann(terms=k)) for k in terms}
     neumann_solves = {k: _flat(hypergrad.Neumann(terms=k, alpha=lr)(hvp, v)) for k in terms}

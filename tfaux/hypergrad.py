@@ -21,7 +21,8 @@ import dataclasses
 import tensorflow as tf
 
 
-def _zeros_for_none(grads, variables):
+def zeros_for_none(grads, variables):
+    """Gradients as tensors, with zeros for variables the target does not depend on."""
     return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
 
 
@@ -116,18 +117,18 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     """
     with tf.GradientTape() as dev_tape:
         dev_loss = dev_loss_fn()
-    v = reduce(_zeros_for_none(dev_tape.gradient(dev_loss, theta), theta))
+    v = reduce(zeros_for_none(dev_tape.gradient(dev_loss, theta), theta))
 
     with tf.GradientTape(persistent=True) as outer:
         with tf.GradientTape() as inner:
             train_loss = train_loss_fn()
-        grad_theta = _zeros_for_none(inner.gradient(train_loss, theta), theta)
+        grad_theta = zeros_for_none(inner.gradient(train_loss, theta), theta)
 
     def hvp(u):
-        return reduce(_zeros_for_none(outer.gradient(grad_theta, theta, output_gradients=u), theta))
+        return reduce(zeros_for_none(outer.gradient(grad_theta, theta, output_gradients=u), theta))
 
     inverse_hvp = [tf.stop_gradient(t) for t in solver(hvp, v, alpha=alpha)]
     mixed = outer.gradient(grad_theta, phi, output_gradients=inverse_hvp)
     del outer
-    hyper = [-tf.convert_to_tensor(m) for m in _zeros_for_none(mixed, phi)]
+    hyper = [-tf.convert_to_tensor(m) for m in zeros_for_none(mixed, phi)]
     return hyper, dev_loss

@@ -9,7 +9,7 @@ parameters; every task head gets its own task's gradient unchanged.
 
 import tensorflow as tf
 
-from tfaux import distribute
+from tfaux import distribute, hypergrad
 from tfaux.strategies.base import Strategy
 
 
@@ -32,8 +32,7 @@ class GCS(Strategy):
         task_grads = []
         for k in range(self.num_tasks):
             g = tape.gradient(per_task[k], variables.shared)
-            task_grads.append([tf.zeros_like(v) if x is None else tf.convert_to_tensor(x)
-                               for x, v in zip(g, variables.shared)])
+            task_grads.append(hypergrad.zeros_for_none(g, variables.shared))
         flat = distribute.replica_sum([_flat(g) for g in task_grads])
         main = flat[0]
         shared = list(task_grads[0])
