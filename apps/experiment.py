@@ -5,6 +5,7 @@ Shared by every experiment binary; the binaries only choose defaults.
 
 import csv
 import json
+import math
 import os
 import resource
 import time
@@ -87,16 +88,27 @@ def load_data(flags):
     return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting, aux_data_dir=flags.aux_data_dir)
 
 
+def upper_settings(flags, strategy):
+    """The method's reference upper update (tfaux.upper) with the --upper_* flags that are set."""
+    for name in ("upper_lr", "upper_weight_decay", "upper_clipnorm"):
+        value = flags[name].value
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"--{name} must be a finite number, got {value}.")
+    return strategy.upper_defaults.override(optimizer=flags.upper_optimizer, learning_rate=flags.upper_lr,
+                                            weight_decay=flags.upper_weight_decay, clipnorm=flags.upper_clipnorm)
+
+
 def build_model(flags, data):
     solver = (hypergrad.ConjugateGradient(iterations=flags.cg_iterations) if flags.solver == "cg"
               else hypergrad.Neumann(terms=flags.neumann_terms, alpha=flags.neumann_alpha))
     keras.utils.set_random_seed(flags.seed)
-    model = tfaux.AuxiliaryModel(build_encoder(flags, data), data.tasks, build_strategy(flags, data.tasks),
+    strategy = build_strategy(flags, data.tasks)
+    upper = upper_settings(flags, strategy)
+    model = tfaux.AuxiliaryModel(build_encoder(flags, data), data.tasks, strategy,
                                  input_spec=data.input_spec, num_examples=data.num_train,
                                  upper_interval=flags.upper_interval, solver=solver,
-                                 hessian_scope=flags.hessian_scope, upper_clipnorm=flags.upper_clipnorm or None)
-    model.compile(optimizer=keras.optimizers.Adam(flags.lr),
-                  upper_optimizer=keras.optimizers.Adam(flags.upper_lr, epsilon=1e-12))
+                                 hessian_scope=flags.hessian_scope, upper=upper)
+    model.compile(optimizer=keras.optimizers.Adam(flags.lr))
     return model
 
 

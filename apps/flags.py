@@ -6,7 +6,7 @@ import tfaux.strategies
 
 FLAGS = flags.FLAGS
 
-DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e-3, upper_lr=1e-2,
+DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e-3,
                 upper_interval=20, dev_size=None, label_fraction=1.0, noise_rate=0.0, rotation=True,
                 encoder="auto", output_dir="runs/default", shots_per_class=0)
 
@@ -20,7 +20,8 @@ def define_flags(**defaults):
     d = {**DEFAULTS, **defaults}
     flags.DEFINE_enum("method", d["method"], sorted(tfaux.strategies.BY_NAME),
                       "How tasks and examples are weighted: stl, equal, jtds (and its ablations "
-                      "jtds_only_task / jtds_no_loss / jtds_no_feature), njtds, auxilearn, gcs.")
+                      "jtds_only_task / jtds_no_loss / jtds_no_feature; jtds_normalized: weights averaging "
+                      "1 per batch, stable over long runs), njtds, auxilearn, gcs.")
     flags.DEFINE_string("dataset", d["dataset"], "Dataset name, as accepted by pipelines.load.")
     flags.DEFINE_string("data_dir", None, "Directory with the dataset's own raw files (e.g. the MNIST idx "
                         "files); unset: a bundled dataset or a prepared TFDS copy, never a download.")
@@ -29,8 +30,13 @@ def define_flags(**defaults):
     flags.DEFINE_integer("dev_batch_size", 32, "Global batch size of the dev stream (upper level).",
                          lower_bound=1)
     flags.DEFINE_float("lr", d["lr"], "Learning rate of the task model (Adam).", lower_bound=0.0)
-    flags.DEFINE_float("upper_lr", d["upper_lr"], "Learning rate of the scheduler / combiner (Adam).",
-                       lower_bound=0.0)
+    flags.DEFINE_enum("upper_optimizer", None, ["sgd", "adam"], "Optimizer of the scheduler / combiner "
+                      "(default: the method's reference one, SGD with momentum 0.9).")
+    flags.DEFINE_float("upper_lr", None, "Learning rate of the scheduler / combiner, on the hypergradient in "
+                       "the papers' scale (divided by the Neumann alpha); default: the method's (JTDS 0.01, "
+                       "AuxiLearn 0.001).", lower_bound=0.0)
+    flags.DEFINE_float("upper_weight_decay", None, "L2 weight decay of the scheduler / combiner, added to its "
+                       "clipped gradient; default: the method's (JTDS 5e-5, AuxiLearn 1e-4).", lower_bound=0.0)
     flags.DEFINE_integer("upper_interval", d["upper_interval"], "M: lower steps per upper (scheduler) step.", lower_bound=1)
     flags.DEFINE_enum("solver", "neumann", ["neumann", "cg"],
                       "Inverse-Hessian-vector product: truncated Neumann series or conjugate gradient.")
@@ -39,8 +45,8 @@ def define_flags(**defaults):
     flags.DEFINE_integer("cg_iterations", 10, "Conjugate-gradient iterations (--solver=cg).", lower_bound=1)
     flags.DEFINE_enum("hessian_scope", "all", ["all", "shared", "no_aux_heads"],
                       "Parameters the Hessian is taken over.")
-    flags.DEFINE_float("upper_clipnorm", 10.0, "Global-norm clip of the hypergradient (0: none).",
-                       lower_bound=0.0)
+    flags.DEFINE_float("upper_clipnorm", None, "Global-norm clip of the hypergradient in the papers' scale "
+                       "(0: none); default: the method's (JTDS 10, AuxiLearn 25).", lower_bound=0.0)
     flags.DEFINE_integer("dev_size", d["dev_size"], "Clean primary examples in the dev set, stratified, taken out of "
                          "validation (default: min(200, 35% of the validation part)).", lower_bound=1)
     flags.DEFINE_float("label_fraction", d["label_fraction"], "Fraction of training examples that keep their primary "

@@ -119,15 +119,15 @@ def real_network(terms=(1, 3, 10, 50), cg_iterations=200, epochs=3, seed=0):
     data = pipelines.load("digits", setting=pipelines.Setting(dev_size=100, seed=seed))
     model = tfaux.AuxiliaryModel(models.mlp_encoder(), data.tasks, tfaux.strategies.get("jtds"),
                                  input_spec=data.input_spec, num_examples=data.num_train, upper_interval=5,
-                                 upper_clipnorm=None)
+                                 upper=tfaux.upper.UpperSettings(optimizer="adam", clipnorm=0))
     lr = 0.05
-    model.compile(optimizer=keras.optimizers.SGD(lr), upper_optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(optimizer=keras.optimizers.SGD(lr))
     model.fit(data.train_with_dev(64, 64), epochs=epochs, verbose=0)
     pair = next(iter(data.train_with_dev(256, 100)))
 
     def hyper(solver):
         model.solver = solver
-        g, _, _ = model.hypergradient(pair["train"], pair["dev"])
+        g, _ = model.hypergradient(pair["train"], pair["dev"])
         return _flat(g)
 
     hvp, theta = _hessian_operator(model, pair["train"])

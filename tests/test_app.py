@@ -50,7 +50,27 @@ def test_app_trains_and_writes_every_output(tmp_path, parse, method):
         assert not (out / "schedule.npz").exists()
 
 
+@pytest.mark.parametrize("args, optimizer, expected", [
+    ([], keras.optimizers.SGD, dict(optimizer="sgd", learning_rate=1e-2, momentum=0.9, weight_decay=5e-5,
+                                    clipnorm=10.0)),
+    (["--method=njtds"], keras.optimizers.SGD, dict(learning_rate=1e-2, weight_decay=0.0, clipnorm=10.0)),
+    (["--method=auxilearn"], keras.optimizers.SGD, dict(learning_rate=1e-3, weight_decay=1e-4, clipnorm=25.0)),
+    (["--upper_optimizer=adam", "--upper_lr=0.02", "--upper_clipnorm=0", "--upper_weight_decay=0"],
+     keras.optimizers.Adam, dict(optimizer="adam", learning_rate=0.02, clipnorm=0.0, weight_decay=0.0)),
+])
+def test_upper_update_defaults_are_the_methods_reference_settings(parse, args, optimizer, expected):
+    """No flag: the reference code's settings (seed 000's SGD 1e-2 / clip 10, AuxiLearn's 1e-3 /
+    clip 25), in the papers' scale; each --upper_* flag replaces one of them."""
+    data = pipelines.load("digits", setting=pipelines.Setting(dev_size=60))
+    model = experiment.build_model(parse(*args, *FAST), data)
+    for name, value in expected.items():
+        assert getattr(model.upper, name) == pytest.approx(value), name
+    assert type(model.upper_optimizer) is optimizer
+    assert float(model.upper_optimizer.learning_rate) == pytest.approx(expected["learning_rate"])
+
+
 @pytest.mark.parametrize("args, words", [
+    (["--upper_lr=nan"], "--upper_lr"),
     (["--dataset=nope"], "Unknown dataset 'nope'"),
     (["--dataset=mnist", "--data_dir=/no/such/dir"], "/no/such/dir"),
     (["--method=equal", "--aux_weights=bogus"], "--aux_weights"),

@@ -21,7 +21,8 @@ def _model(solver, upper_optimizer=None):
     task = tfaux.Task("y", role="primary", kind="regression", head_fn=head)
     model = tfaux.AuxiliaryModel(keras.layers.Identity(), [task], tfaux.strategies.NJTDS(),
                                  input_spec=tf.TensorSpec((problem.d,), tf.float32), num_examples=problem.n,
-                                 upper_interval=1, solver=solver, upper_clipnorm=None)
+                                 upper_interval=1, solver=solver,
+                                 upper=tfaux.upper.UpperSettings(clipnorm=0, weight_decay=0.0))
     model.compile(optimizer=keras.optimizers.SGD(0.01), upper_optimizer=upper_optimizer)
     model.scheduler.table.assign(problem.phi[:, None].astype("float32"))
     model.heads[0].kernel.assign(problem.theta_star()[:, None].astype("float32"))
@@ -33,9 +34,8 @@ def _model(solver, upper_optimizer=None):
 
 def test_model_hypergradient_conjugate_gradient_matches_finite_differences():
     model, batch, dev, problem = _model(hypergrad.ConjugateGradient(iterations=10))
-    (hyper,), norm, _ = model.hypergradient(batch, dev)
+    (hyper,), _ = model.hypergradient(batch, dev)
     assert relative_error(hyper.numpy()[:, 0], problem.finite_difference()) < 2e-3
-    np.testing.assert_allclose(norm.numpy(), np.linalg.norm(hyper.numpy()), rtol=1e-5)
 
 
 def test_model_hypergradient_neumann_matches_with_many_terms():
@@ -49,16 +49,33 @@ def test_model_hypergradient_neumann_matches_with_many_terms():
     assert err_many <= 1e-2
 
 
-def test_fit_upper_step_moves_phi_along_the_true_hypergradient():
-    """Through model.fit: with SGD(eta) as upper optimizer, phi_new = phi - eta * dL_dev/dphi."""
+def test_fit_upper_step_moves_phi_along_the_reference_scaled_hypergradient():
+    """Through model.fit, in the reference scale of tfaux.upper: with SGD(eta) and the
+    lower learning rate 0.01 as alpha, phi_new = phi - eta * (dL_dev/dphi) / 0.01."""
     eta = 0.5
     model, batch, dev, problem = _model(hypergrad.ConjugateGradient(iterations=10),
                                         upper_optimizer=keras.optimizers.SGD(eta))
     before = model.scheduler.table.numpy()[:, 0].copy()
     model.optimizer.iterations.assign(1)  # step > 0 and step % M == 0: the upper step is due
     model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": dev}), epochs=1, verbose=0)
-    step = (before - model.scheduler.table.numpy()[:, 0]) / eta
+    step = (before - model.scheduler.table.numpy()[:, 0]) / eta * 0.01
     assert relative_error(step, problem.finite_difference()) < 2e-3
+    scaled_norm = np.linalg.norm(problem.finite_difference()) / 0.01
+    assert abs(model.hypergrad_norm.numpy() - scaled_norm) < 2e-3 * scaled_norm
+
+
+def test_reference_update_clips_then_adds_weight_decay():
+    """g = clip(h / alpha, c) + wd * phi, computed here with numpy from the true hypergradient."""
+    alpha, clip, wd = 0.01, 0.05, 0.3
+    model, batch, dev, problem = _model(hypergrad.ConjugateGradient(iterations=10))
+    model.upper = tfaux.upper.UpperSettings(clipnorm=clip, weight_decay=wd)
+    (hyper,), _ = model.hypergradient(batch, dev)
+    (g,), norm = model.upper_gradient([hyper])
+    scaled = problem.finite_difference() / alpha
+    assert np.linalg.norm(scaled) > clip  # the clip is active
+    expected = scaled * clip / np.linalg.norm(scaled) + wd * problem.phi
+    assert relative_error(g.numpy()[:, 0], expected) < 2e-3
+    assert abs(norm.numpy() - np.linalg.norm(scaled)) < 2e-3 * np.linalg.norm(scaled)
 
 
 def test_non_finite_hypergradient_skips_the_upper_step():

@@ -14,6 +14,7 @@ import tensorflow as tf
 from tfaux import distribute, hypergrad
 from tfaux.strategies.base import Context, ThetaVariables
 from tfaux.tasks import ordered
+from tfaux.upper import UpperSettings
 
 HESSIAN_SCOPES = ("all", "shared", "no_aux_heads")
 
@@ -39,11 +40,13 @@ class AuxiliaryModel(keras.Model):
     solver:         hypergrad.Neumann(terms=K, alpha) or hypergrad.ConjugateGradient(...);
                     Neumann's alpha=None means the lower optimizer's learning rate.
     hessian_scope:  "all" (every theta), "shared" (encoder only) or "no_aux_heads".
-    upper_clipnorm: global-norm clip of the hypergradient (None: no clipping).
+    upper:          tfaux.upper.UpperSettings: optimizer, learning rate, clip norm and weight
+                    decay of phi, in the reference code's scale (hypergradient / alpha);
+                    default: the strategy's reference settings (`strategy.upper_defaults`).
     """
 
     def __init__(self, encoder, tasks, strategy, input_spec, num_examples=None, upper_interval=20,
-                 solver=None, hessian_scope="all", upper_clipnorm=10.0, **kwargs):
+                 solver=None, hessian_scope="all", upper=None, **kwargs):
         super().__init__(**kwargs)
         if hessian_scope not in HESSIAN_SCOPES:
             raise ValueError(f"hessian_scope must be one of {HESSIAN_SCOPES}, got '{hessian_scope}'.")
@@ -58,7 +61,9 @@ class AuxiliaryModel(keras.Model):
         self.upper_interval = int(upper_interval)
         self.solver = solver or hypergrad.Neumann(terms=3)
         self.hessian_scope = hessian_scope
-        self.upper_clipnorm = upper_clipnorm
+        self.upper = upper or strategy.upper_defaults
+        if not isinstance(self.upper, UpperSettings):
+            raise ValueError(f"upper must be a tfaux.upper.UpperSettings, got {type(self.upper).__name__}.")
         self.upper_optimizer = None
         features = self.encoder(_zeros_batch(input_spec))
         for head in self.heads:
@@ -98,12 +103,12 @@ class AuxiliaryModel(keras.Model):
         return "val_primary_accuracy", "max"
 
     def compile(self, optimizer="adam", upper_optimizer=None, **kwargs):
-        """upper_optimizer: optimizer of phi (default Adam(1e-3, epsilon=1e-12): the true
-        hypergradient is small, so Adam's epsilon must not swamp it)."""
+        """upper_optimizer: optimizer of phi, fed the reference-scale hypergradient
+        (tfaux.upper); default `self.upper.make_optimizer()`, the method's reference one."""
         super().compile(optimizer=optimizer, **kwargs)
         self.optimizer.build(self.theta.all)
         if self.scheduler.bilevel:
-            self.upper_optimizer = upper_optimizer or keras.optimizers.Adam(1e-3, epsilon=1e-12)
+            self.upper_optimizer = upper_optimizer or self.upper.make_optimizer()
             self.upper_optimizer.build(self.scheduler.trainable_weights)
 
     # ------------------------------------------------------------------ forward
@@ -236,35 +241,50 @@ class AuxiliaryModel(keras.Model):
             return list(self.theta.shared) + list(self.theta.heads[0])
         return self.theta.all
 
-    def _neumann_alpha(self):
+    def upper_alpha(self):
+        """alpha of the Neumann series and of the reference scale (tfaux.upper): the
+        solver's own alpha when it has one, else the lower learning rate."""
+        alpha = getattr(self.solver, "alpha", None)
+        if alpha is not None:
+            return tf.constant(alpha, tf.float32)
         return tf.cast(self.optimizer.learning_rate, tf.float32)
 
     def hypergradient(self, batch, dev):
-        """Replica step: the all-replica implicit hypergradient of L_dev w.r.t. phi,
-        its global norm before clipping, and this replica's dev loss."""
+        """Replica step: the all-replica (true) implicit hypergradient dL_dev/dphi and this
+        replica's dev loss."""
         phi = self.scheduler.trainable_weights
         hyper, dev_loss = hypergrad.implicit_hypergradient(
             lambda: self.lower_objective(batch), lambda: self.dev_objective(dev),
-            self.hessian_variables(), phi, self.solver, alpha=self._neumann_alpha(),
+            self.hessian_variables(), phi, self.solver, alpha=self.upper_alpha(),
             reduce=distribute.replica_sum)
-        hyper = distribute.replica_sum(hyper)
-        norm = tf.linalg.global_norm(hyper)
-        if self.upper_clipnorm:
-            hyper, _ = tf.clip_by_global_norm(hyper, self.upper_clipnorm, use_norm=norm)
-        return hyper, norm, dev_loss
+        return distribute.replica_sum(hyper), dev_loss
 
-    def _apply_hypergradient(self, hyper):
-        self.upper_optimizer.apply(distribute.for_optimizer(hyper), self.scheduler.trainable_weights)
+    def upper_gradient(self, hyper):
+        """What the upper optimizer is fed (tfaux.upper): g = hyper / alpha, clipped to
+        `upper.clipnorm`, plus `upper.weight_decay` * phi; and ||g|| before clipping."""
+        g = [h / self.upper_alpha() for h in hyper]
+        norm = tf.linalg.global_norm(g)
+        if self.upper.clipnorm:
+            g, _ = tf.clip_by_global_norm(g, self.upper.clipnorm, use_norm=norm)
+        if self.upper.weight_decay:
+            g = [x + self.upper.weight_decay * tf.convert_to_tensor(v)
+                 for x, v in zip(g, self.scheduler.trainable_weights)]
+        return g, norm
+
+    def _apply_upper_gradient(self, grads):
+        self.upper_optimizer.apply(distribute.for_optimizer(grads), self.scheduler.trainable_weights)
 
     def upper_step(self, batch, dev):
-        """Cross-replica: one phi update; a non-finite hypergradient skips it with a warning."""
+        """Cross-replica: one phi update; a non-finite hypergradient skips it with a warning.
+        Logs `hypergrad_norm`, the norm of g (reference scale) before clipping."""
         strategy = self.distribute_strategy
-        hyper, norm, dev_loss = strategy.run(self.hypergradient, args=(batch, dev))
+        hyper, dev_loss = strategy.run(self.hypergradient, args=(batch, dev))
+        grads, norm = strategy.run(self.upper_gradient, args=(hyper,))
         norm = _first_replica(strategy, norm)
         finite = tf.math.is_finite(norm)
 
         def apply():
-            strategy.run(self._apply_hypergradient, args=(hyper,))
+            strategy.run(self._apply_upper_gradient, args=(grads,))
             self.scheduler.after_upper_update()
             return tf.constant(True)
 

@@ -15,6 +15,7 @@ BY_NAME = {
     "jtds_only_task": lambda: JTDS(use_feature=False, use_loss=False),
     "jtds_no_loss": lambda: JTDS(use_loss=False),
     "jtds_no_feature": lambda: JTDS(use_feature=False),
+    "jtds_normalized": lambda: JTDS(normalize=True),
     "njtds": NJTDS,
     "auxilearn": AuxiLearn,
     "gcs": GCS,

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from tfaux import distribute
+from tfaux.upper import UpperSettings
 
 
 @dataclasses.dataclass
@@ -47,6 +48,7 @@ class Strategy(keras.layers.Layer):
     bilevel = False
     persistent_tape = False
     logs_weights = False  # whether example_weights is the schedule (logged per task while training)
+    upper_defaults = UpperSettings()  # bi-level methods: the reference code's update of phi (tfaux.upper)
 
     def setup(self, tasks, feature_dim, num_examples):
         """Create phi. tasks: primary first; num_examples: training-set size."""

@@ -7,15 +7,19 @@ code); (a, b): per-task adaptive loss filter on the z-scored loss lhat. c and
 lhat are constants for the scheduler. The paper writes sigma for every factor;
 the reference code (MonoJoint) uses softplus for the first two, as we do.
 O(d * T) parameters, independent of the training-set size.
-"""
 
+normalize=True (method `jtds_normalized`) divides w by its mean over the batch's labelled
+(example, task) pairs, so the weights of every batch average 1: phi can only move weight
+between examples and tasks, not scale the whole training loss. The paper's form leaves that
+scale free, and trained long the upper level uses it to switch training off (every weight
+-> 0; see benchmarks/README.md).
+"""
 
 import keras
 import tensorflow as tf
 
 from tfaux import distribute
 from tfaux.strategies.base import Strategy
-
 
 
 def normalized_losses(losses, masks, eps=1e-6):
@@ -30,20 +34,28 @@ def normalized_losses(losses, masks, eps=1e-6):
     return (losses - mean) / (tf.sqrt(variance) + eps)
 
 
+def batch_normalized(weights, masks):
+    """w_ik / mean of w over the labelled pairs of the whole (all-replica) batch."""
+    total, count = distribute.replica_sum([tf.reduce_sum(weights * masks), tf.reduce_sum(masks)])
+    return weights * tf.maximum(count, 1.0) / tf.maximum(total, 1e-12)
+
+
 class JTDS(Strategy):
     """Task-data scheduler of Eq. 4, learned by implicit hypergradients.
 
     use_task / use_feature / use_loss switch the three factors off for the
     paper's ablations: only-task = JTDS(use_feature=False, use_loss=False);
     w/o loss term = JTDS(use_loss=False); w/o feature term = JTDS(use_feature=False).
+    normalize: weights of every batch average 1 (see the module docstring).
     """
 
     bilevel = True
     logs_weights = True
 
-    def __init__(self, use_task=True, use_feature=True, use_loss=True, seed=0, **kwargs):
+    def __init__(self, use_task=True, use_feature=True, use_loss=True, normalize=False, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.use_task, self.use_feature, self.use_loss = use_task, use_feature, use_loss
+        self.normalize = normalize
         self.seed = seed
 
     def setup(self, tasks, feature_dim, num_examples):
@@ -72,11 +84,8 @@ class JTDS(Strategy):
         if self.use_loss:
             lhat = normalized_losses(context.losses, context.masks)
             w *= tf.sigmoid(self.loss_scale * lhat + self.loss_shift)
-        return w
+        return batch_normalized(w, context.masks) if self.normalize else w
 
     def get_config(self):
         return {**super().get_config(), "use_task": self.use_task, "use_feature": self.use_feature,
-                "use_loss": self.use_loss, "seed": self.seed}
-
-
-
+                "use_loss": self.use_loss, "normalize": self.normalize, "seed": self.seed}

@@ -3,7 +3,10 @@
     w_ik = softplus(W[id_i, k]),   W in R^{m x T}, initialised so that w = 1.
 
 Needs a stable example id in every training batch (the data contract's "id").
-Trained by the same implicit hypergradient as JTDS; O(m * T) parameters.
+Trained by the same implicit hypergradient as JTDS, with its upper settings but no
+weight decay: decay would move every example's weight at every upper step, seen or
+not, so an example's weight changes only when it is in an upper step's batch (and then
+by momentum). O(m * T) parameters.
 """
 
 import math
@@ -12,11 +15,13 @@ import keras
 import tensorflow as tf
 
 from tfaux.strategies.base import Strategy
+from tfaux.upper import UpperSettings
 
 
 class NJTDS(Strategy):
     bilevel = True
     logs_weights = True
+    upper_defaults = UpperSettings(weight_decay=0.0)
 
     def setup(self, tasks, feature_dim, num_examples):
         super().setup(tasks, feature_dim, num_examples)
