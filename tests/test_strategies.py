@@ -1,5 +1,7 @@
 """Each strategy trains through model.fit, and does what its paper says."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -99,6 +101,26 @@ def test_jtds_weights_follow_equation_4():
     relation = np.einsum("bkd,dk->bk", feats, s.prototypes.numpy()) + s.prototype_bias.numpy()
     want = sp(s.task_prior.numpy()) * sp(relation) / (1 + np.exp(-(s.loss_scale.numpy() * z + s.loss_shift.numpy())))
     np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_jtds_normalized_divides_by_the_mean_labelled_primary_weight():
+    """Every weight of the batch over mean_i(w_i0 | primary labelled), from Eq. 4's weights in
+    numpy; a batch without primary labels keeps Eq. 4's weights."""
+    plain, normed = toy.model(strategies.JTDS()).scheduler, toy.model(strategies.JTDS(normalize=True)).scheduler
+    rng = np.random.default_rng(2)
+    for a, b in zip(plain.trainable_weights, normed.trainable_weights):
+        value = rng.normal(size=a.shape).astype("float32")
+        a.assign(value), b.assign(value)
+    masks = np.ones((8, 2), "float32")
+    masks[:3, 0] = 0.0
+    ctx = strategies.Context(losses=tf.constant(rng.random((8, 2)), tf.float32), masks=tf.constant(masks),
+                             features=tf.constant(rng.normal(size=(8, 2, 16)), tf.float32), ids=tf.range(8))
+    w = plain.example_weights(ctx).numpy()
+    got = normed.example_weights(ctx).numpy()
+    np.testing.assert_allclose(got, w / w[3:, 0].mean(), rtol=1e-5)
+    unlabelled = dataclasses.replace(ctx, masks=tf.constant(np.stack([np.zeros(8), np.ones(8)], 1), tf.float32))
+    np.testing.assert_allclose(normed.example_weights(unlabelled).numpy(), plain.example_weights(unlabelled).numpy(),
+                               rtol=1e-6)
 
 
 def test_njtds_upper_step_changes_only_the_rows_of_the_batch():

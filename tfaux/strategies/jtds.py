@@ -8,11 +8,14 @@ lhat are constants for the scheduler. The paper writes sigma for every factor;
 the reference code (MonoJoint) uses softplus for the first two, as we do.
 O(d * T) parameters, independent of the training-set size.
 
-normalize=True (method `jtds_normalized`) divides w by its mean over the batch's labelled
-(example, task) pairs, so the weights of every batch average 1: phi can only move weight
-between examples and tasks, not scale the whole training loss. The paper's form leaves that
-scale free, and trained long the upper level uses it to switch training off (every weight
--> 0; see benchmarks/README.md).
+normalize=True (method `jtds_normalized`) divides every w_ik of a batch by the mean primary
+weight of its labelled primary examples, so those average 1 in every batch: phi still decides
+which primary examples count more and how much each auxiliary task counts relative to the
+primary one, but it can no longer scale the whole training loss, which with the paper's form
+works as a learning-rate knob that the upper level turns to ~0 in long runs (the reference
+code's collapse; benchmarks/README.md). Dividing by the mean over all (example, task) pairs
+instead lets tasks compete for a fixed total: on MNIST it switched the rotation task off
+within two epochs to double the primary step, and training went unstable.
 """
 
 import keras
@@ -34,10 +37,12 @@ def normalized_losses(losses, masks, eps=1e-6):
     return (losses - mean) / (tf.sqrt(variance) + eps)
 
 
-def batch_normalized(weights, masks):
-    """w_ik / mean of w over the labelled pairs of the whole (all-replica) batch."""
-    total, count = distribute.replica_sum([tf.reduce_sum(weights * masks), tf.reduce_sum(masks)])
-    return weights * tf.maximum(count, 1.0) / tf.maximum(total, 1e-12)
+def primary_normalized(weights, masks):
+    """w_ik / mean_i w_i0 over the primary task's labelled examples of the whole (all-replica)
+    batch, so that they average 1 (a batch without primary labels is left as it is)."""
+    total, count = distribute.replica_sum([tf.reduce_sum(weights[:, 0] * masks[:, 0]), tf.reduce_sum(masks[:, 0])])
+    mean = tf.where(count > 0, total / tf.maximum(count, 1.0), 1.0)
+    return weights / tf.maximum(mean, 1e-30)
 
 
 class JTDS(Strategy):
@@ -46,7 +51,7 @@ class JTDS(Strategy):
     use_task / use_feature / use_loss switch the three factors off for the
     paper's ablations: only-task = JTDS(use_feature=False, use_loss=False);
     w/o loss term = JTDS(use_loss=False); w/o feature term = JTDS(use_feature=False).
-    normalize: weights of every batch average 1 (see the module docstring).
+    normalize: the primary weights of every batch average 1 (see the module docstring).
     """
 
     bilevel = True
@@ -84,7 +89,7 @@ class JTDS(Strategy):
         if self.use_loss:
             lhat = normalized_losses(context.losses, context.masks)
             w *= tf.sigmoid(self.loss_scale * lhat + self.loss_shift)
-        return batch_normalized(w, context.masks) if self.normalize else w
+        return primary_normalized(w, context.masks) if self.normalize else w
 
     def get_config(self):
         return {**super().get_config(), "use_task": self.use_task, "use_feature": self.use_feature,
