@@ -37,12 +37,12 @@ def normalized_losses(losses, masks, eps=1e-6):
     return (losses - mean) / (tf.sqrt(variance) + eps)
 
 
-def primary_normalized(weights, masks):
-    """w_ik / mean_i w_i0 over the primary task's labelled examples of the whole (all-replica)
-    batch, so that they average 1 (a batch without primary labels is left as it is)."""
-    total, count = distribute.replica_sum([tf.reduce_sum(weights[:, 0] * masks[:, 0]), tf.reduce_sum(masks[:, 0])])
-    mean = tf.where(count > 0, total / tf.maximum(count, 1.0), 1.0)
-    return weights / tf.maximum(mean, 1e-30)
+def per_task_normalized(weights, masks):
+    """w_ik / mean_j w_jk over task k's labelled examples of the whole (all-replica) batch, so
+    each task's weights average 1 (a task without labels in the batch is left as it is)."""
+    totals, counts = distribute.replica_sum([tf.reduce_sum(weights * masks, 0), tf.reduce_sum(masks, 0)])
+    means = tf.where(counts > 0, totals / tf.maximum(counts, 1.0), 1.0)
+    return weights / tf.maximum(means, 1e-30)[None, :]
 
 
 class JTDS(Strategy):
@@ -81,15 +81,18 @@ class JTDS(Strategy):
 
     def example_weights(self, context):
         w = tf.ones_like(context.losses)
-        if self.use_task:
-            w *= tf.nn.softplus(self.task_prior)[None, :]
         if self.use_feature:
             relation = tf.einsum("bkd,dk->bk", context.features, self.prototypes) + self.prototype_bias
             w *= tf.nn.softplus(relation)
         if self.use_loss:
             lhat = normalized_losses(context.losses, context.masks)
             w *= tf.sigmoid(self.loss_scale * lhat + self.loss_shift)
-        return primary_normalized(w, context.masks) if self.normalize else w
+        if self.normalize:
+            w = per_task_normalized(w, context.masks)
+        if self.use_task:
+            task = tf.nn.softplus(self.task_prior)
+            w *= (task / task[0] if self.normalize else task)[None, :]
+        return w
 
     def get_config(self):
         return {**super().get_config(), "use_task": self.use_task, "use_feature": self.use_feature,
