@@ -103,9 +103,10 @@ def test_jtds_weights_follow_equation_4():
     np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
-def test_jtds_normalized_divides_by_the_mean_labelled_primary_weight():
-    """Every weight of the batch over mean_i(w_i0 | primary labelled), from Eq. 4's weights in
-    numpy; a batch without primary labels keeps Eq. 4's weights."""
+def test_jtds_normalized_weights_average_the_task_weight_relative_to_the_primary():
+    """Numpy, from Eq. 4's factors: each task's example factors divided by their mean over the
+    task's labelled examples, times softplus(alpha_k) / softplus(alpha_primary); a task without
+    labels in the batch keeps its factors."""
     plain, normed = toy.model(strategies.JTDS()).scheduler, toy.model(strategies.JTDS(normalize=True)).scheduler
     rng = np.random.default_rng(2)
     for a, b in zip(plain.trainable_weights, normed.trainable_weights):
@@ -115,12 +116,16 @@ def test_jtds_normalized_divides_by_the_mean_labelled_primary_weight():
     masks[:3, 0] = 0.0
     ctx = strategies.Context(losses=tf.constant(rng.random((8, 2)), tf.float32), masks=tf.constant(masks),
                              features=tf.constant(rng.normal(size=(8, 2, 16)), tf.float32), ids=tf.range(8))
-    w = plain.example_weights(ctx).numpy()
-    got = normed.example_weights(ctx).numpy()
-    np.testing.assert_allclose(got, w / w[3:, 0].mean(), rtol=1e-5)
+    task = np.log1p(np.exp(plain.task_prior.numpy()))
+    factors = plain.example_weights(ctx).numpy() / task
+    expected = np.stack([factors[:, 0] / factors[3:, 0].mean(), factors[:, 1] / factors[:, 1].mean()], 1)
+    np.testing.assert_allclose(normed.example_weights(ctx).numpy(), expected * task / task[0], rtol=1e-5)
+    np.testing.assert_allclose((normed.example_weights(ctx).numpy() * masks).sum(0) / masks.sum(0),
+                               task / task[0], rtol=1e-5)
     unlabelled = dataclasses.replace(ctx, masks=tf.constant(np.stack([np.zeros(8), np.ones(8)], 1), tf.float32))
-    np.testing.assert_allclose(normed.example_weights(unlabelled).numpy(), plain.example_weights(unlabelled).numpy(),
-                               rtol=1e-6)
+    factors = plain.example_weights(unlabelled).numpy() / task
+    expected = np.stack([factors[:, 0], factors[:, 1] / factors[:, 1].mean()], 1) * task / task[0]
+    np.testing.assert_allclose(normed.example_weights(unlabelled).numpy(), expected, rtol=1e-5)
 
 
 def test_njtds_upper_step_changes_only_the_rows_of_the_batch():

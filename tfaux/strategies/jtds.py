@@ -8,14 +8,18 @@ lhat are constants for the scheduler. The paper writes sigma for every factor;
 the reference code (MonoJoint) uses softplus for the first two, as we do.
 O(d * T) parameters, independent of the training-set size.
 
-normalize=True (method `jtds_normalized`) divides every w_ik of a batch by the mean primary
-weight of its labelled primary examples, so those average 1 in every batch: phi still decides
-which primary examples count more and how much each auxiliary task counts relative to the
-primary one, but it can no longer scale the whole training loss, which with the paper's form
-works as a learning-rate knob that the upper level turns to ~0 in long runs (the reference
-code's collapse; benchmarks/README.md). Dividing by the mean over all (example, task) pairs
-instead lets tasks compete for a fixed total: on MNIST it switched the rotation task off
-within two epochs to double the primary step, and training went unstable.
+normalize=True (method `jtds_normalized`, ours): in every batch each task's example factors
+softplus(P_k^T c_ik) * sigmoid(a_k lhat_ik + b_k) are divided by their mean over the task's
+labelled examples, and the task factor is taken relative to the primary task's,
+softplus(alpha_k) / softplus(alpha_G). So the primary weights average 1 and task k's average
+its relative task weight: phi decides which examples count more and how much each auxiliary
+task counts, but can no longer rescale training as a whole. With the paper's form the
+upper level uses that scale as a learning-rate knob (weights of ~50-500, then ~0 in long
+runs: the reference code's collapse, benchmarks/README.md). Two other normalisations were
+measured on MNIST and dropped: dividing by the mean over all (example, task) pairs made tasks
+compete for a fixed total (rotation switched off within two epochs, training unstable);
+dividing by the primary mean alone let the unnormalised prototypes inflate rotation ~3000x
+within two epochs. Here a task's scale moves only through its one alpha_k.
 """
 
 import keras
@@ -51,7 +55,7 @@ class JTDS(Strategy):
     use_task / use_feature / use_loss switch the three factors off for the
     paper's ablations: only-task = JTDS(use_feature=False, use_loss=False);
     w/o loss term = JTDS(use_loss=False); w/o feature term = JTDS(use_feature=False).
-    normalize: the primary weights of every batch average 1 (see the module docstring).
+    normalize: per-batch, per-task normalised example factors (see the module docstring).
     """
 
     bilevel = True
