@@ -16,6 +16,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import scipy.stats
 import tensorflow as tf
 from absl import flags
 
@@ -175,6 +176,9 @@ def test_schedule_recorder_in_a_run_matches_example_weights_after_training(compa
     np.testing.assert_allclose(h["loss_shift"][-1], model.scheduler.loss_shift.numpy())
     np.testing.assert_array_equal(h["corrupted"], data.corrupted[h["ids"]])
     assert h["corrupted"].any() and not h["corrupted"].all()
+    u = scipy.stats.mannwhitneyu(weights[~data.corrupted, 0], weights[data.corrupted, 0]).statistic
+    auc = u / ((~data.corrupted).sum() * data.corrupted.sum())  # P(clean weight > corrupted weight)
+    assert h["primary_auc"].shape == (1,) and math.isclose(h["primary_auc"][0], auc, rel_tol=1e-4)
     # TensorBoard scalars over the whole training split.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(run / "logs" / "schedule"), size_guidance={"tensors": 0}).Reload()
@@ -183,7 +187,8 @@ def test_schedule_recorder_in_a_run_matches_example_weights_after_training(compa
     expected = {"schedule/mean_weight/label": weights[:, 0].mean(),
                 "schedule/mean_weight/rotation": weights[:, 1].mean(),
                 "schedule/primary_weight_corrupted": weights[data.corrupted, 0].mean(),
-                "schedule/primary_weight_clean": weights[~data.corrupted, 0].mean()}
+                "schedule/primary_weight_clean": weights[~data.corrupted, 0].mean(),
+                "schedule/primary_auc": auc}
     assert set(scalars) == set(expected), scalars
     for tag, value in expected.items():
         assert len(scalars[tag]) == 1 and math.isclose(scalars[tag][0], value, rel_tol=1e-5), tag
@@ -211,7 +216,7 @@ def test_schedule_recorder_over_epochs_on_a_toy_problem(tmp_path):
     np.testing.assert_allclose(h["loss_scale"], scale)  # one row per epoch, as set during that epoch
     np.testing.assert_allclose(h["loss_shift"], shift)
     assert not np.allclose(h["weights"][0], h["weights"][2])
-    assert "corrupted" not in h and list(tmp_path.iterdir())  # no corrupted flags given; events written
+    assert "corrupted" not in h and np.isnan(h["primary_auc"]).all() and list(tmp_path.iterdir())  # no corrupted flags given; events written
 
 
 def test_schedule_recorder_arguments():

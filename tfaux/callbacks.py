@@ -12,6 +12,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from sklearn.metrics import roc_auc_score
 
 from tfaux import schedule
 
@@ -35,7 +36,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
     log_dir:      if given, per-epoch scalars go to TensorBoard there (tf.summary):
                   `schedule/mean_weight/<task>` and, when some examples are corrupted,
                   `schedule/primary_weight_corrupted` / `schedule/primary_weight_clean`
-                  (means over the whole training split).
+                  (means over the whole training split) and `schedule/primary_auc`.
 
     path:         if given, `history()` is written there (npz) after every epoch, so an
                   interrupted run keeps what it recorded; `resume(e)` reads it back.
@@ -60,7 +61,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
         self.log_dir = log_dir
         self.path = path
         self._writer = None
-        self._epochs, self._weights, self._scale, self._shift = [], [], [], []
+        self._epochs, self._weights, self._scale, self._shift, self._auc = [], [], [], [], []
         self.seconds = 0.0
 
     def _flags(self, values, name):
@@ -75,6 +76,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
         weights = schedule.example_weights(self.model, self.dataset, self.num_examples)
         self._epochs.append(epoch + 1)
         self._weights.append(weights[self.ids])
+        self._auc.append(self.clean_vs_corrupted_auc(weights))
         scheduler = self.model.scheduler
         if getattr(scheduler, "loss_scale", None) is not None:
             self._scale.append(np.array(keras.ops.convert_to_numpy(scheduler.loss_scale), np.float32))
@@ -90,7 +92,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
     def resume(self, epochs):
         """Continue the history that an interrupted run saved at `path`: keep its entries of
         epochs 1..`epochs` (the ones its backup finished) and drop the rest."""
-        self._epochs, self._weights, self._scale, self._shift = [], [], [], []
+        self._epochs, self._weights, self._scale, self._shift, self._auc = [], [], [], [], []
         if not self.path or epochs < 1 or not os.path.exists(self.path):
             return
         saved = np.load(self.path)
@@ -99,6 +101,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
         keep = saved["epochs"] <= epochs
         self._epochs = [int(e) for e in saved["epochs"][keep]]
         self._weights = list(saved["weights"][keep])
+        self._auc = list(saved["primary_auc"][keep]) if "primary_auc" in saved else [np.nan] * len(self._epochs)
         if "loss_scale" in saved:
             self._scale, self._shift = list(saved["loss_scale"][keep]), list(saved["loss_shift"][keep])
         self.seconds = float(saved["seconds"])
@@ -108,6 +111,17 @@ class ScheduleRecorder(keras.callbacks.Callback):
             self._writer.flush()
 
     # ------------------------------------------------------------------ outputs
+    def clean_vs_corrupted_auc(self, weights):
+        """ROC AUC of clean over corrupted labelled examples by primary weight, over the whole
+        training split (1: every clean example outweighs every corrupted one); NaN without both."""
+        if self.corrupted is None:
+            return np.nan
+        labelled = np.ones_like(self.corrupted) if self.labelled is None else self.labelled
+        clean = ~self.corrupted[labelled]
+        if clean.all() or not clean.any():
+            return np.nan
+        return float(roc_auc_score(clean, weights[labelled, 0]))
+
     def _summarize(self, step, weights):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
@@ -124,6 +138,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
                                   step=step)
                 if clean.any():
                     tf.summary.scalar("schedule/primary_weight_clean", float(primary[clean].mean()), step=step)
+                    tf.summary.scalar("schedule/primary_auc", self._auc[-1], step=step)
         self._writer.flush()
 
     def history(self):
@@ -131,6 +146,8 @@ class ScheduleRecorder(keras.callbacks.Callback):
         weights [E, S, T] (epoch, sampled example, task), ids [S], epochs [E] (1-based),
         tasks [T] (names, primary first), seconds (time spent recording);
         corrupted [S] / labelled [S] for the sampled ids when given;
+        primary_auc [E]: clean-vs-corrupted AUC of the primary weights over the whole training
+        split (NaN when no labels are corrupted);
         loss_scale [E, T] (a_k) and loss_shift [E, T] (b_k) when the scheduler has a
         JTDS loss filter.
         """
@@ -140,6 +157,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
                         else np.zeros((0, len(self.ids), len(tasks)), np.float32)),
             "ids": self.ids.copy(),
             "epochs": np.array(self._epochs, np.int64),
+            "primary_auc": np.array(self._auc, np.float64),
             "tasks": np.array(tasks),
             "seconds": np.float64(self.seconds),
         }
