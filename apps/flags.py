@@ -20,8 +20,8 @@ def define_flags(**defaults):
     d = {**DEFAULTS, **defaults}
     flags.DEFINE_enum("method", d["method"], sorted(tfaux.strategies.BY_NAME),
                       "How tasks and examples are weighted: stl, equal, jtds (and its ablations "
-                      "jtds_only_task / jtds_no_loss / jtds_no_feature; jtds_normalized: each task's "
-                      "weights normalised per batch, for long runs), njtds, auxilearn, gcs.")
+                      "jtds_only_task / jtds_no_loss / jtds_no_feature; jtds_normalized: weights "
+                      "averaging 1 per batch, for long runs), njtds, auxilearn, gcs.")
     flags.DEFINE_string("dataset", d["dataset"], "Dataset name, as accepted by pipelines.load.")
     flags.DEFINE_string("data_dir", None, "Directory with the dataset's own raw files (e.g. the MNIST idx "
                         "files); unset: a bundled dataset or a prepared TFDS copy, never a download.")

@@ -8,18 +8,17 @@ lhat are constants for the scheduler. The paper writes sigma for every factor;
 the reference code (MonoJoint) uses softplus for the first two, as we do.
 O(d * T) parameters, independent of the training-set size.
 
-normalize=True (method `jtds_normalized`, ours): in every batch each task's example factors
-softplus(P_k^T c_ik) * sigmoid(a_k lhat_ik + b_k) are divided by their mean over the task's
-labelled examples, and the task factor is taken relative to the primary task's,
-softplus(alpha_k) / softplus(alpha_G). So the primary weights average 1 and task k's average
-its relative task weight: phi decides which examples count more and how much each auxiliary
-task counts, but can no longer rescale training as a whole. With the paper's form the
-upper level uses that scale as a learning-rate knob (weights of ~50-500, then ~0 in long
-runs: the reference code's collapse, benchmarks/README.md). Two other normalisations were
-measured on MNIST and dropped: dividing by the mean over all (example, task) pairs made tasks
-compete for a fixed total (rotation switched off within two epochs, training unstable);
-dividing by the primary mean alone let the unnormalised prototypes inflate rotation ~3000x
-within two epochs. Here a task's scale moves only through its one alpha_k.
+normalize=True (method `jtds_normalized`, ours) divides every w_ik of a batch by the mean of w
+over the batch's labelled (example, task) pairs, so they average 1. Scaling every weight by
+one factor leaves theta*(phi) unchanged, so the exact implicit gradient along that direction
+is zero; the truncated Neumann series (a damped inverse) gives it a "bigger / smaller step"
+signal instead, which the paper's form follows: weights grow to ~100 early and, once training
+on the primary task stops helping the dev loss, the primary weights fall ~500x (MNIST, 40%
+noise, epochs 9-11: the reference code's collapse; benchmarks/README.md). Normalised, phi can
+only move weight between examples and tasks. Measured alternatives, dropped: dividing by the
+primary task's mean weight only (rotation inflated ~3000x within two epochs) and per-task
+normalisation with relative task weights (rotation weight concentrated on a few examples,
+validation accuracy 3-10 points lower).
 """
 
 import keras
@@ -41,12 +40,11 @@ def normalized_losses(losses, masks, eps=1e-6):
     return (losses - mean) / (tf.sqrt(variance) + eps)
 
 
-def per_task_normalized(weights, masks):
-    """w_ik / mean_j w_jk over task k's labelled examples of the whole (all-replica) batch, so
-    each task's weights average 1 (a task without labels in the batch is left as it is)."""
-    totals, counts = distribute.replica_sum([tf.reduce_sum(weights * masks, 0), tf.reduce_sum(masks, 0)])
-    means = tf.where(counts > 0, totals / tf.maximum(counts, 1.0), 1.0)
-    return weights / tf.maximum(means, 1e-30)[None, :]
+def pair_normalized(weights, masks):
+    """w_ik / mean of w over the labelled (example, task) pairs of the whole (all-replica)
+    batch, so that they average 1."""
+    total, count = distribute.replica_sum([tf.reduce_sum(weights * masks), tf.reduce_sum(masks)])
+    return weights * tf.maximum(count, 1.0) / tf.maximum(total, 1e-30)
 
 
 class JTDS(Strategy):
@@ -55,7 +53,7 @@ class JTDS(Strategy):
     use_task / use_feature / use_loss switch the three factors off for the
     paper's ablations: only-task = JTDS(use_feature=False, use_loss=False);
     w/o loss term = JTDS(use_loss=False); w/o feature term = JTDS(use_feature=False).
-    normalize: per-batch, per-task normalised example factors (see the module docstring).
+    normalize: weights of every batch average 1 over its labelled pairs (module docstring).
     """
 
     bilevel = True
@@ -91,12 +89,9 @@ class JTDS(Strategy):
         if self.use_loss:
             lhat = normalized_losses(context.losses, context.masks)
             w *= tf.sigmoid(self.loss_scale * lhat + self.loss_shift)
-        if self.normalize:
-            w = per_task_normalized(w, context.masks)
         if self.use_task:
-            task = tf.nn.softplus(self.task_prior)
-            w *= (task / task[0] if self.normalize else task)[None, :]
-        return w
+            w *= tf.nn.softplus(self.task_prior)[None, :]
+        return pair_normalized(w, context.masks) if self.normalize else w
 
     def get_config(self):
         return {**super().get_config(), "use_task": self.use_task, "use_feature": self.use_feature,
