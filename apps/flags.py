@@ -7,7 +7,7 @@ import tfaux.strategies
 FLAGS = flags.FLAGS
 
 DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e-3,
-                upper_interval=20, dev_size=None, label_fraction=1.0, noise_rate=0.0, rotation=True,
+                upper_optimizer=None, upper_lr=None, upper_interval=20, dev_size=None, label_fraction=1.0, noise_rate=0.0, rotation=True,
                 encoder="auto", output_dir="runs/default", shots_per_class=0)
 
 
@@ -30,9 +30,9 @@ def define_flags(**defaults):
     flags.DEFINE_integer("dev_batch_size", 32, "Global batch size of the dev stream (upper level).",
                          lower_bound=1)
     flags.DEFINE_float("lr", d["lr"], "Learning rate of the task model (Adam).", lower_bound=0.0)
-    flags.DEFINE_enum("upper_optimizer", None, ["sgd", "adam"], "Optimizer of the scheduler / combiner "
+    flags.DEFINE_enum("upper_optimizer", d["upper_optimizer"], ["sgd", "adam"], "Optimizer of the scheduler / combiner "
                       "(default: the method's reference one, SGD with momentum 0.9).")
-    flags.DEFINE_float("upper_lr", None, "Learning rate of the scheduler / combiner, on the hypergradient in "
+    flags.DEFINE_float("upper_lr", d["upper_lr"], "Learning rate of the scheduler / combiner, on the hypergradient in "
                        "the papers' scale (divided by the Neumann alpha); default: the method's (JTDS 0.01, "
                        "AuxiLearn 0.001).", lower_bound=0.0)
     flags.DEFINE_float("upper_weight_decay", None, "L2 weight decay of the scheduler / combiner, added to its "

@@ -71,6 +71,39 @@ def clean_vs_corrupted_auc(schedule_path):
     return auc(weights, ~corrupted)
 
 
+def epoch_table(out, methods, seed):
+    """Per-epoch lines of each method's run with `seed`: validation accuracy (history.csv), mean
+    primary and rotation weights, and the clean-vs-corrupted AUC of the primary weights: over all
+    training examples where the run recorded it, else over schedule_history.npz's 64 tracked ones."""
+    lines = [f"Per epoch, seed {seed} (val = validation accuracy; w = mean primary / rotation weight; "
+             "AUC over all training examples, or * over the 64 tracked ones):", "",
+             "| epoch | " + " | ".join(f"{m} val | {m} w | {m} AUC" for m in methods) + " |",
+             "|---" * (1 + 3 * len(methods)) + "|"]
+    columns = []
+    for method in methods:
+        run = os.path.join(out, f"{method}_seed{seed}")
+        rows, aucs = [], {}
+        if os.path.exists(os.path.join(run, "history.csv")):
+            with open(os.path.join(run, "history.csv")) as f:
+                rows = list(csv.DictReader(f))
+        if os.path.exists(os.path.join(run, "schedule_history.npz")):
+            h = np.load(os.path.join(run, "schedule_history.npz"))
+            full = h["primary_auc"] if "primary_auc" in h else None
+            for i, e in enumerate(h["epochs"]):
+                if full is not None and not math.isnan(full[i]):
+                    aucs[int(e)] = f"{full[i]:.3f}"
+                else:
+                    aucs[int(e)] = f"{auc(h['weights'][i, :, 0], ~h['corrupted'].astype(bool)):.3f}*"
+        columns.append({int(r["epoch"]) + 1: (f"{float(r['val_primary_accuracy']):.4f}",
+                                              (f"{float(r['label_weight']):.3g} / {float(r['rotation_weight']):.3g}"
+                                               if "label_weight" in r else ""),
+                                              aucs.get(int(r["epoch"]) + 1, "")) for r in rows})
+    for epoch in sorted(set().union(*columns)) if columns else []:
+        cells = [" | ".join(c.get(epoch, ("", "", ""))) for c in columns]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def read_table(path):
     with open(path) as f:
         return {row["method"]: row for row in csv.DictReader(f)}
@@ -126,6 +159,9 @@ def report(args):
                                  f"(seeds: {', '.join(f'{v:.3f}' for v in values)})")
             lines.append("")
         lines += targets(name, rows, out, args) + [""]
+        if name == "mnist_noise_30":
+            lines += epoch_table(out, [m for m in ("stl", "jtds", "jtds_normalized") if m in rows],
+                                 args.seeds.split(",")[0])
     text = "\n".join(lines)
     with open(os.path.join(args.output_dir, "quality.md"), "w") as f:
         f.write(text + "\n")
