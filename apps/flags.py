@@ -6,8 +6,8 @@ import tfaux.strategies
 
 FLAGS = flags.FLAGS
 
-DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e-3,
-                upper_optimizer=None, upper_lr=None, upper_interval=20, dev_size=None, label_fraction=1.0, noise_rate=0.0, rotation=True,
+DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e-3, upper_optimizer=None,
+                upper_lr=None, upper_interval=20, dev_size=None, label_fraction=1.0, noise_rate=0.0, rotation=True,
                 encoder="auto", output_dir="runs/default", shots_per_class=0)
 
 
@@ -30,13 +30,14 @@ def define_flags(**defaults):
     flags.DEFINE_integer("dev_batch_size", 32, "Global batch size of the dev stream (upper level).",
                          lower_bound=1)
     flags.DEFINE_float("lr", d["lr"], "Learning rate of the task model (Adam).", lower_bound=0.0)
-    flags.DEFINE_enum("upper_optimizer", d["upper_optimizer"], ["sgd", "adam"], "Optimizer of the scheduler / combiner "
-                      "(default: the method's reference one, SGD with momentum 0.9).")
+    flags.DEFINE_enum("upper_optimizer", d["upper_optimizer"], ["sgd", "adam"],
+                      "Optimizer of the scheduler / combiner; unset: the method's reference one (SGD, "
+                      "momentum 0.9).")
     flags.DEFINE_float("upper_lr", d["upper_lr"], "Learning rate of the scheduler / combiner, on the hypergradient in "
-                       "the papers' scale (divided by the Neumann alpha); default: the method's (JTDS 0.01, "
+                       "the papers' scale (divided by the Neumann alpha); unset: the method's (JTDS 0.01, "
                        "AuxiLearn 0.001).", lower_bound=0.0)
     flags.DEFINE_float("upper_weight_decay", None, "L2 weight decay of the scheduler / combiner, added to its "
-                       "clipped gradient; default: the method's (JTDS 5e-5, AuxiLearn 1e-4).", lower_bound=0.0)
+                       "clipped gradient; unset: the method's (JTDS 5e-5, AuxiLearn 1e-4).", lower_bound=0.0)
     flags.DEFINE_integer("upper_interval", d["upper_interval"], "M: lower steps per upper (scheduler) step.", lower_bound=1)
     flags.DEFINE_enum("solver", "neumann", ["neumann", "cg"],
                       "Inverse-Hessian-vector product: truncated Neumann series or conjugate gradient.")
@@ -46,7 +47,7 @@ def define_flags(**defaults):
     flags.DEFINE_enum("hessian_scope", "all", ["all", "shared", "no_aux_heads"],
                       "Parameters the Hessian is taken over.")
     flags.DEFINE_float("upper_clipnorm", None, "Global-norm clip of the hypergradient in the papers' scale "
-                       "(0: none); default: the method's (JTDS 10, AuxiLearn 25).", lower_bound=0.0)
+                       "(0: none); unset: the method's (JTDS 10, AuxiLearn 25).", lower_bound=0.0)
     flags.DEFINE_integer("dev_size", d["dev_size"], "Clean primary examples in the dev set, stratified, taken out of "
                          "validation (default: min(200, 35% of the validation part)).", lower_bound=1)
     flags.DEFINE_float("label_fraction", d["label_fraction"], "Fraction of training examples that keep their primary "

@@ -199,8 +199,8 @@ def targets(name, rows, out, args):
     if name == "mnist_noise_30":
         lines = []
         for method in ("jtds", "jtds_normalized"):
-            drift = [100 * (_test(out, method, seed) - _test(os.path.join(args.output_dir, "mnist_noise"), method, seed))
-                     for seed in args.seeds.split(",")]
+            short = os.path.join(args.output_dir, "mnist_noise")
+            drift = [100 * (_test(out, method, seed) - _test(short, method, seed)) for seed in args.seeds.split(",")]
             drift = [d for d in drift if not math.isnan(d)]
             a = _mean_auc(out, method, args)
             mean = mean_sem(drift)[0]

@@ -10,7 +10,8 @@ H^{-1} v is approximated by a truncated Neumann series or by conjugate gradient;
 Scaling convention: `Neumann` returns alpha * sum_{j=0..K} (I - alpha H)^j v, the
 mathematically correct approximation of H^{-1} v. The AuxiLearn/JTDS reference code
 omits the leading alpha, so its hypergradients are 1/alpha times larger than ours;
-multiply its upper learning rate (for SGD) or clip norm by alpha to compare.
+AuxiliaryModel feeds its upper optimizer that reference scale (tfaux.upper), so the
+papers' learning rates and clip norms apply as published.
 
 Hessian-vector products are double-backward products from one persistent nested
 tape, so the training loss and its gradient are computed once per upper step.

@@ -6,8 +6,8 @@ g is an MLP with Softplus activations whose weights are clamped to >= 0 after
 every upper step (monotone in every loss); the skip term l_main keeps the main
 task's gradient whatever g does. Reference init: weights U(0, 1), biases 0,
 hidden [10, 10]. Upper update (reference NYUv2 combiner runs): SGD(1e-3, momentum 0.9),
-weight decay 1e-4, clip 25, in the reference scale of tfaux.upper. g acts on the live losses (they depend on theta), so its
-hypergradient flows through the loss values themselves.
+weight decay 1e-4, clip 25, in the reference scale of tfaux.upper. g acts on the live
+losses (they depend on theta), so its hypergradient flows through the loss values themselves.
 """
 
 import keras
