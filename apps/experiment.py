@@ -46,14 +46,22 @@ def distribution(name):
 
 
 def build_strategy(flags, tasks):
-    if flags.method == "equal":
+    """--method with --method_args (and, for equal, --aux_weights)."""
+    try:
+        args = tfaux.strategies.method_args(flags.method, flags.method_args)
+    except tfaux.strategies.MethodError as e:
+        raise ConfigError(str(e)) from None
+    if flags.method == "equal" and flags.aux_weights:
         names = {t.name for t in tasks}
         weights = parse_aux_weights(flags.aux_weights)
         unknown = sorted(set(weights) - names)
         if unknown:
             raise ConfigError(f"--aux_weights names unknown tasks {unknown}; tasks are {sorted(names)}.")
-        return tfaux.strategies.Equal(task_weights=weights)
-    return tfaux.strategies.get(flags.method)
+        args["task_weights"] = weights
+    try:
+        return tfaux.strategies.get(flags.method, **args)
+    except ValueError as e:
+        raise ConfigError(f"--method_args: {e}") from None
 
 
 IMAGE_ENCODERS = ("convnet4", "resnet18", "lenet")
@@ -104,10 +112,13 @@ def build_model(flags, data):
     keras.utils.set_random_seed(flags.seed)
     strategy = build_strategy(flags, data.tasks)
     upper = upper_settings(flags, strategy)
-    model = tfaux.AuxiliaryModel(build_encoder(flags, data), data.tasks, strategy,
-                                 input_spec=data.input_spec, num_examples=data.num_train,
-                                 upper_interval=flags.upper_interval, solver=solver,
-                                 hessian_scope=flags.hessian_scope, upper=upper)
+    try:
+        model = tfaux.AuxiliaryModel(build_encoder(flags, data), data.tasks, strategy,
+                                     input_spec=data.input_spec, num_examples=data.num_train,
+                                     upper_interval=flags.upper_interval, solver=solver,
+                                     hessian_scope=flags.hessian_scope, upper=upper)
+    except ValueError as e:  # a strategy refusing these tasks or arguments
+        raise ConfigError(f"--method={flags.method}: {e}") from None
     model.compile(optimizer=keras.optimizers.Adam(flags.lr))
     return model
 
@@ -185,8 +196,12 @@ def run(flags, extra_callbacks=()):
         recorder.resume(first_epoch)
         callbacks.insert(1, recorder)  # saved before the backup marks the epoch finished
     epochs = dict(epochs=flags.epochs, initial_epoch=first_epoch)
-    train = (data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs) if model.scheduler.bilevel
-             else data.train(flags.batch_size, **epochs))
+    if not model.scheduler.bilevel:
+        train = data.train(flags.batch_size, **epochs)
+    elif model.scheduler.upper_data == "train":  # the upper objective on a reordered training set
+        train = data.train_with_reordered(flags.batch_size, flags.dev_batch_size, **epochs)
+    else:
+        train = data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs)
     history = model.fit(train, validation_data=data.val(256), epochs=flags.epochs, callbacks=callbacks,
                         steps_per_epoch=data.steps_per_epoch(flags.batch_size), verbose=flags.verbose,
                         shuffle=False)  # the pipeline shuffles
@@ -205,6 +220,10 @@ def run(flags, extra_callbacks=()):
     best = (max if mode == "max" else min)(values) if values else None
     metrics = {
         "method": flags.method, "dataset": flags.dataset, "primary_metric": metric,
+        "targets": [t.name for t in model.targets],
+        "selection": (f"validation {metric} of target '{model.primary.name}'" if model.num_targets == 1 else
+                      f"validation {metric}: the mean of the {model.num_targets} targets' "
+                      + ", ".join(f"{t.name}_{t.metric_name}" for t in model.targets)),
         "best_val": _json_value(best), "best_epoch": (values.index(best) + 1) if values else None,
         "test": _json_value(test[metric]), "test_metrics": {k: _json_value(v) for k, v in test.items()},
         "epochs": flags.epochs, "resumed_at_epoch": first_epoch, "wall_seconds": round(time.time() - start, 2),

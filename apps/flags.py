@@ -18,10 +18,10 @@ def define_flags(**defaults):
     if unknown:
         raise ValueError(f"define_flags got unknown flag names {unknown}.")
     d = {**DEFAULTS, **defaults}
-    flags.DEFINE_enum("method", d["method"], sorted(tfaux.strategies.BY_NAME),
-                      "How tasks and examples are weighted: stl, equal, jtds (and its ablations "
-                      "jtds_only_task / jtds_no_loss / jtds_no_feature; jtds_normalized: weights "
-                      "averaging 1 per batch, for long runs), njtds, auxilearn, gcs.")
+    flags.DEFINE_enum("method", d["method"], list(tfaux.strategies.METHODS),
+                      "How tasks and examples are weighted. " + tfaux.strategies.help_text() + ".")
+    flags.DEFINE_string("method_args", "", "Constructor arguments of the method as name=value,... (Python "
+                        "literals, e.g. 'temperature=2.0' or 'hidden=(10,10)'); unset: the paper's defaults.")
     flags.DEFINE_string("dataset", d["dataset"], "Dataset name, as accepted by pipelines.load.")
     flags.DEFINE_string("data_dir", None, "Directory with the dataset's own raw files (e.g. the MNIST idx "
                         "files); unset: a bundled dataset or a prepared TFDS copy, never a download.")

@@ -75,6 +75,9 @@ def test_upper_update_defaults_are_the_methods_reference_settings(parse, args, o
     (["--dataset=mnist", "--data_dir=/no/such/dir"], "/no/such/dir"),
     (["--method=equal", "--aux_weights=bogus"], "--aux_weights"),
     (["--method=equal", "--aux_weights=colour=2"], "colour"),
+    (["--method=gcs", "--method_args=temperature=2"], "'temperature'"),
+    (["--method=jtds", "--method_args=seed"], "--method_args"),
+    (["--method=equal", "--method_args=task_weights={'colour': 2.0}"], "colour"),
     (["--encoder=convnet4", "--dataset=movielens_100k", "--data_dir=/no/such/dir"], "/no/such/dir"),
 ])
 def test_bad_input_is_one_clear_sentence(tmp_path, parse, args, words):

@@ -1,9 +1,11 @@
 """Implicit hypergradients for bi-level problems (implicit function theorem).
 
-    phi* = argmin_phi L_dev(theta*(phi)),   theta*(phi) = argmin_theta L_t(theta, phi)
-    dL_dev/dphi = - grad_theta L_dev . H^{-1} . grad_phi grad_theta L_t,   H = grad^2_theta L_t
+    phi* = argmin_phi L_up(theta*(phi), phi),   theta*(phi) = argmin_theta L_t(theta, phi)
+    dL_up/dphi = d_phi L_up - grad_theta L_up . H^{-1} . grad_phi grad_theta L_t,   H = grad^2_theta L_t
 
-The direct term dL_dev/dphi is zero for every method here and is omitted.
+The direct term d_phi L_up is zero when the upper objective is a plain dev loss; it is
+added whenever the upper objective depends on phi itself (e.g. a regulariser of generated
+labels).
 H^{-1} v is approximated by a truncated Neumann series or by conjugate gradient;
 `exact_inverse_hvp` forms H densely (small problems, tests only).
 
@@ -107,7 +109,7 @@ def exact_inverse_hvp(hvp, v):
 
 def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha=None,
                            reduce=lambda xs: xs):
-    """-(grad_theta L_dev)^T H^{-1} grad_phi grad_theta L_t, for the variables `phi`.
+    """d_phi L_dev - (grad_theta L_dev)^T H^{-1} grad_phi grad_theta L_t, for the variables `phi`.
 
     train_loss_fn / dev_loss_fn: callables reading the current variables.
     theta: variables the Hessian is taken over; phi: the outer variables.
@@ -118,7 +120,9 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     """
     with tf.GradientTape() as dev_tape:
         dev_loss = dev_loss_fn()
-    v = reduce(zeros_for_none(dev_tape.gradient(dev_loss, theta), theta))
+    dev_grads = dev_tape.gradient(dev_loss, list(theta) + list(phi))
+    v = reduce(zeros_for_none(dev_grads[:len(theta)], theta))
+    direct = zeros_for_none(dev_grads[len(theta):], phi)
 
     with tf.GradientTape(persistent=True) as outer:
         with tf.GradientTape() as inner:
@@ -131,5 +135,5 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     inverse_hvp = [tf.stop_gradient(t) for t in solver(hvp, v, alpha=alpha)]
     mixed = outer.gradient(grad_theta, phi, output_gradients=inverse_hvp)
     del outer
-    hyper = [-tf.convert_to_tensor(m) for m in zeros_for_none(mixed, phi)]
+    hyper = [d - tf.convert_to_tensor(m) for d, m in zip(direct, zeros_for_none(mixed, phi))]
     return hyper, dev_loss

@@ -4,15 +4,23 @@ how the tasks' per-example losses become updates (seed 000, Alg. 1).
 train_step runs the lower update theta <- theta - eta grad_theta L_t(theta, phi).
 For bi-level strategies, every `upper_interval` steps (before that step's lower
 update, on the same fresh training batch and on one dev batch) phi takes one
-step along the implicit hypergradient of the dev primary loss. Feed `fit` with
-`data.train_with_dev(batch_size)`, whose batches are {"train": ..., "dev": ...}.
+step along the implicit hypergradient of the strategy's upper objective (default: the
+mean dev loss of the target tasks). Feed `fit` with `data.train_with_dev(batch_size)` (or
+`data.train_with_reordered` when `strategy.upper_data == "train"`), whose batches are
+{"train": ..., "dev": ...}.
+
+Several target (primary) tasks are allowed: each gets its own Keras metric, model
+selection uses their mean (`primary_accuracy` / `primary_rmse`), and the first target is
+the one `tfaux.export_primary` serves.
 """
+
+import dataclasses
 
 import keras
 import tensorflow as tf
 
 from tfaux import distribute, hypergrad
-from tfaux.strategies.base import Context, ThetaVariables
+from tfaux.strategies.base import UPPER_DATA, Context, ThetaVariables
 from tfaux.tasks import ordered
 from tfaux.upper import UpperSettings
 
@@ -28,11 +36,37 @@ def _first_replica(strategy, value):
     return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], value)
 
 
+@dataclasses.dataclass
+class Forward:
+    """One forward pass over a batch: [B, T] losses (zero where masked) and masks, [B, T, d]
+    features of every task, raw head outputs (None for skipped heads), {input key: shared
+    representation}, and the labels used (the batch's plus the strategy's generated ones)."""
+
+    losses: tf.Tensor
+    masks: tf.Tensor
+    features: tf.Tensor
+    outputs: list
+    representations: dict
+    labels: dict
+
+
+class StrategyEpochHook(keras.callbacks.Callback):
+    """Calls `strategy.on_epoch_end(epoch)`; AuxiliaryModel.fit puts it first, so it runs
+    before the callbacks that save the run (BackupAndRestore, checkpoints)."""
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.strategy.on_epoch_end(epoch)
+
+
 class AuxiliaryModel(keras.Model):
     """Multi-task model trained by a tfaux strategy through `model.fit`.
 
     encoder:        keras layer/model mapping a batch of inputs x to features [B, d].
-    tasks:          list of tfaux.Task (exactly one primary).
+    tasks:          list of tfaux.Task (one or more targets, role "primary"; the first is exported).
     strategy:       a tfaux.strategies.Strategy.
     input_spec:     nest of tf.TensorSpec of ONE example's x (no batch dim); builds the model.
     num_examples:   training-set size (N-JTDS keeps one weight per example).
@@ -52,9 +86,18 @@ class AuxiliaryModel(keras.Model):
             raise ValueError(f"hessian_scope must be one of {HESSIAN_SCOPES}, got '{hessian_scope}'.")
         if int(upper_interval) < 1:
             raise ValueError(f"upper_interval must be >= 1, got {upper_interval}.")
+        if strategy.upper_data not in UPPER_DATA:
+            raise ValueError(f"{type(strategy).__name__}.upper_data must be one of {UPPER_DATA}.")
         self.encoder = encoder
-        self.tasks = ordered(tasks)
+        tasks = ordered(tasks)
+        extra = list(strategy.extra_tasks(tasks))
+        if any(t.is_primary for t in extra):
+            raise ValueError(f"{type(strategy).__name__} may only add auxiliary tasks.")
+        self.tasks = ordered(tasks + extra)
+        self.num_targets = sum(1 for t in self.tasks if t.is_primary)
+        self.targets = self.tasks[:self.num_targets]
         self.primary = self.tasks[0]
+        self.generated = {t.name for t in extra}
         self.heads = [t.make_head() for t in self.tasks]
         self.scheduler = strategy
         self.input_spec_nest = input_spec
@@ -71,7 +114,10 @@ class AuxiliaryModel(keras.Model):
         strategy.setup(self.tasks, int(features.shape[-1]), num_examples)
         self.active = strategy.active_tasks()
         self.theta = ThetaVariables(shared=list(self.encoder.trainable_variables),
-                                    heads=[list(h.trainable_variables) for h in self.heads])
+                                    heads=[list(h.trainable_variables) for h in self.heads],
+                                    strategy=list(strategy.lower_variables))
+        self.frozen_state = list(self.encoder.non_trainable_variables) + [
+            v for h in self.heads for v in h.non_trainable_variables]
         self._build_trackers()
         self.built = True
 
@@ -81,10 +127,11 @@ class AuxiliaryModel(keras.Model):
         self.task_loss_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks]
         self.weight_trackers = ([keras.metrics.Mean(name=f"{t.name}_weight") for t in self.tasks]
                                 if self.scheduler.logs_weights else [])
-        if self.primary.kind == "regression":
-            self.primary_metric = keras.metrics.RootMeanSquaredError(name="primary_rmse")
+        self.selection_name = f"primary_{self.primary.metric_name}"
+        if self.num_targets == 1:
+            self.target_metrics = [self.primary.make_metric(self.selection_name)]
         else:
-            self.primary_metric = keras.metrics.Mean(name="primary_accuracy")
+            self.target_metrics = [t.make_metric() for t in self.targets]
         self.dev_loss = self.add_weight(shape=(), initializer="zeros", trainable=False, name="dev_loss")
         self.hypergrad_norm = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                               name="hypergrad_norm")
@@ -93,23 +140,31 @@ class AuxiliaryModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.primary_metric] + self.task_loss_trackers + self.weight_trackers
+        return [self.loss_tracker] + self.target_metrics + self.task_loss_trackers + self.weight_trackers
 
     @property
     def selection_metric(self):
-        """(log key, mode) of the validation metric that selects theta (seed 000, Eq. 1)."""
-        if self.primary.kind == "regression":
-            return "val_primary_rmse", "min"
-        return "val_primary_accuracy", "max"
+        """(log key, mode) of the validation metric that selects theta (seed 000, Eq. 1): the
+        target's metric, or with several targets the mean of theirs."""
+        return f"val_{self.selection_name}", ("min" if self.primary.kind == "regression" else "max")
 
-    def compile(self, optimizer="adam", upper_optimizer=None, **kwargs):
+    def compile(self, optimizer="adam", upper_optimizer=None, jit_compile=False, **kwargs):
         """upper_optimizer: optimizer of phi, fed the reference-scale hypergradient
-        (tfaux.upper); default `self.upper.make_optimizer()`, the method's reference one."""
-        super().compile(optimizer=optimizer, **kwargs)
-        self.optimizer.build(self.theta.all)
+        (tfaux.upper); default `self.upper.make_optimizer()`, the method's reference one.
+        jit_compile: XLA for every method alike (False by default, so that no method runs
+        under XLA where another does not; Keras' "auto" would pick it for some only)."""
+        if jit_compile == "auto":
+            raise ValueError("AuxiliaryModel.compile needs jit_compile=True or False ('auto' would compile "
+                             "some methods and not others).")
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        self.optimizer.build(self.theta.trained)
         if self.scheduler.bilevel:
             self.upper_optimizer = upper_optimizer or self.upper.make_optimizer()
-            self.upper_optimizer.build(self.scheduler.trainable_weights)
+            self.upper_optimizer.build(self.scheduler.upper_variables)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """keras.Model.fit, with the strategy's once-per-epoch hook run before `callbacks`."""
+        return super().fit(*args, callbacks=[StrategyEpochHook(self.scheduler), *(callbacks or [])], **kwargs)
 
     # ------------------------------------------------------------------ forward
     def call(self, inputs, training=False):
@@ -122,19 +177,22 @@ class AuxiliaryModel(keras.Model):
         outputs = self.heads[0](self.encoder(inputs, training=False), training=False)
         return {"scores": outputs, "prediction": self.primary.prediction(outputs)}
 
-    def task_losses(self, batch, training, all_tasks=False):
-        """Per-example loss matrix [B, T] (zero where masked), masks, features [B, T, d], outputs."""
+    def forward(self, batch, training, all_tasks=False):
+        """The batch through the encoder (once per input key) and every active head: a Forward."""
         if "labels" not in batch or "x" not in batch:
             raise ValueError("Batches must be dicts with 'x' and 'labels' (the tfaux data contract).")
+        labels = dict(batch["labels"])
+        if self.generated:
+            labels.update(self.scheduler.generated_labels(batch, training))
         run = [True] * len(self.tasks) if all_tasks else self.active
         encoded = {}
         losses, masks, features, outputs = [], [], [], []
         for task, head, active in zip(self.tasks, self.heads, run):
-            if task.name not in batch["labels"]:
+            if task.name not in labels:
                 raise ValueError(f"Batch has no labels for task '{task.name}'.")
-            y = batch["labels"][task.name]
+            y = labels[task.name]
             mask = batch.get("mask", {}).get(task.name)
-            mask = tf.ones_like(y, tf.float32) if mask is None else tf.cast(mask, tf.float32)
+            mask = tf.ones(tf.shape(y)[:1], tf.float32) if mask is None else tf.cast(mask, tf.float32)
             mask = tf.reshape(mask, [-1])
             if not active:
                 zeros = tf.zeros_like(mask)
@@ -152,12 +210,29 @@ class AuxiliaryModel(keras.Model):
             outputs.append(out)
         some = next(f for f in features if f is not None)
         features = [tf.zeros_like(some) if f is None else f for f in features]
-        return tf.stack(losses, 1), tf.stack(masks, 1), tf.stack(features, 1), outputs
+        return Forward(tf.stack(losses, 1), tf.stack(masks, 1), tf.stack(features, 1), outputs, encoded, labels)
 
-    def _context(self, batch, losses, masks, features):
-        ids = batch.get("id", tf.zeros_like(masks[:, 0], tf.int64))
-        return Context(losses=tf.stop_gradient(losses), masks=masks,
-                       features=tf.stop_gradient(features), ids=tf.reshape(ids, [-1]))
+    def task_losses(self, batch, training, all_tasks=False):
+        """Per-example loss matrix [B, T] (zero where masked), masks, features [B, T, d], outputs."""
+        f = self.forward(batch, training, all_tasks)
+        return f.losses, f.masks, f.features, f.outputs
+
+    def _context(self, batch, forward, regularization=0.0):
+        ids = batch.get("id", tf.zeros_like(forward.masks[:, 0], tf.int64))
+        optimizer = getattr(self, "optimizer", None)
+        step = optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
+        rate = tf.cast(optimizer.learning_rate, tf.float32) if optimizer is not None else tf.constant(0.0)
+        return Context(losses=tf.stop_gradient(forward.losses), masks=forward.masks,
+                       features=tf.stop_gradient(forward.features), ids=tf.reshape(ids, [-1]),
+                       live_losses=forward.losses, representations=forward.representations,
+                       task_keys=[t.input_key for t in self.tasks], labels=forward.labels,
+                       step=tf.cast(step, tf.int64), learning_rate=rate, regularization=regularization,
+                       num_targets=self.num_targets)
+
+    def context(self, batch, training=False):
+        """Forward pass and the strategy's Context of a batch (for diagnostics)."""
+        f = self.forward(batch, training)
+        return f, self._context(batch, f)
 
     def _regularization(self):
         terms = self.encoder.losses + [l for h in self.heads for l in h.losses]
@@ -167,40 +242,49 @@ class AuxiliaryModel(keras.Model):
 
     def lower_objective(self, batch, training=True):
         """L_t(theta, phi) for one batch, as this replica's contribution."""
-        losses, masks, features, _ = self.task_losses(batch, training)
-        context = self._context(batch, losses, masks, features)
-        return self.scheduler.lower_loss(losses, context) + self._regularization()
+        f = self.forward(batch, training)
+        regularization = self._regularization()
+        return self.scheduler.lower_loss(f.losses, self._context(batch, f, regularization)) + regularization
 
     def dev_objective(self, batch):
-        """L_dev: mean primary loss of the dev batch, as this replica's contribution."""
-        features = self.encoder(batch["x"], training=True)
-        out = self.heads[0](features, training=True)
-        y = batch["labels"][self.primary.name]
-        mask = tf.reshape(tf.cast(batch.get("mask", {}).get(self.primary.name, tf.ones_like(y)), tf.float32), [-1])
-        count = distribute.replica_sum(tf.reduce_sum(mask))
-        return tf.reduce_sum(self.primary.per_example_loss(y, out) * mask) / tf.maximum(count, 1.0)
+        """L_dev: mean over the target tasks of each one's mean loss on the dev batch, as
+        this replica's contribution."""
+        encoded, total = {}, 0.0
+        for task, head in zip(self.targets, self.heads):
+            if task.name not in batch["labels"]:
+                raise ValueError(f"Dev batch has no labels for target task '{task.name}'.")
+            key = task.input_key
+            if key not in encoded:
+                encoded[key] = self.encoder(batch["x"] if key is None else batch["task_x"][key], training=True)
+            out = head(encoded[key], training=True)
+            y = batch["labels"][task.name]
+            mask = batch.get("mask", {}).get(task.name)
+            mask = tf.ones(tf.shape(y)[:1], tf.float32) if mask is None else tf.cast(mask, tf.float32)
+            mask = tf.reshape(mask, [-1])
+            count = distribute.replica_sum(tf.reduce_sum(mask))
+            total += tf.reduce_sum(task.per_example_loss(y, out) * mask) / tf.maximum(count, 1.0)
+        return total / float(self.num_targets)
 
     # ------------------------------------------------------------------ metrics
-    def _update_metrics(self, batch, losses, masks, outputs, objective):
+    def _update_metrics(self, forward, objective):
         self.loss_tracker.update_state(objective)
         for k, tracker in enumerate(self.task_loss_trackers):
-            count = tf.reduce_sum(masks[:, k])
-            tracker.update_state(tf.reduce_sum(losses[:, k]) / tf.maximum(count, 1.0), sample_weight=count)
-        y = tf.reshape(batch["labels"][self.primary.name], [-1])
-        out, mask = outputs[0], masks[:, 0]
-        if self.primary.kind == "regression":
-            self.primary_metric.update_state(y, tf.reshape(out, [-1]), sample_weight=mask)
-        else:
-            if self.primary.kind == "classification":
-                predicted = tf.argmax(out, -1, output_type=tf.int32)
-                hit = tf.cast(tf.equal(predicted, tf.cast(y, tf.int32)), tf.float32)
-            else:
-                hit = tf.cast(tf.equal(tf.cast(tf.reshape(out, [-1]) > 0, tf.float32), tf.cast(y, tf.float32)),
-                              tf.float32)
-            self.primary_metric.update_state(hit, sample_weight=mask)
+            count = tf.reduce_sum(forward.masks[:, k])
+            tracker.update_state(tf.reduce_sum(forward.losses[:, k]) / tf.maximum(count, 1.0), sample_weight=count)
+        for k, (task, metric) in enumerate(zip(self.targets, self.target_metrics)):
+            y, out = forward.labels[task.name], forward.outputs[k]
+            if task.kind != "classification":
+                y, out = tf.reshape(tf.cast(y, tf.float32), [-1, 1]), tf.reshape(out, [-1, 1])
+            metric.update_state(y, out, sample_weight=forward.masks[:, k])
+
+    def _metric_logs(self, metrics):
+        logs = {m.name: m.result() for m in metrics}
+        if self.num_targets > 1:  # model selection: mean over the targets
+            logs[self.selection_name] = tf.add_n([m.result() for m in self.target_metrics]) / self.num_targets
+        return logs
 
     def _logs(self):
-        logs = {m.name: m.result() for m in self.metrics}
+        logs = self._metric_logs(self.metrics)
         if self.scheduler.bilevel:
             logs.update(dev_loss=tf.identity(self.dev_loss), hypergrad_norm=tf.identity(self.hypergrad_norm),
                         upper_skipped=tf.identity(self.upper_skipped))
@@ -210,16 +294,19 @@ class AuxiliaryModel(keras.Model):
     def train_step(self, data):
         batch = data["train"] if "train" in data else data
         with tf.GradientTape(persistent=self.scheduler.persistent_tape) as tape:
-            losses, masks, features, outputs = self.task_losses(batch, training=True)
-            context = self._context(batch, losses, masks, features)
-            objective = self.scheduler.lower_loss(losses, context) + self._regularization()
-        grads = self.scheduler.lower_gradients(tape, objective, losses, context, self.theta)
+            forward = self.forward(batch, training=True)
+            regularization = self._regularization()
+            context = self._context(batch, forward, regularization)
+            objective = self.scheduler.lower_loss(forward.losses, context) + regularization
+        grads = self.scheduler.lower_gradients(tape, objective, forward.losses, context, self.theta)
         del tape
-        used = [(g, v) for g, v in zip(grads, self.theta.all) if g is not None]  # STL: aux heads idle
+        used = [(g, v) for g, v in zip(grads, self.theta.trained) if g is not None]  # STL: aux heads idle
         self.optimizer.apply([g for g, _ in used], [v for _, v in used])
-        self._update_metrics(batch, losses, masks, outputs, objective * float(distribute.num_replicas()))
+        self.scheduler.after_lower_step(context)
+        self._update_metrics(forward, objective * float(distribute.num_replicas()))
         if self.weight_trackers:
             weights = self.scheduler.example_weights(context)
+            masks = forward.masks
             for k, tracker in enumerate(self.weight_trackers):
                 count = tf.reduce_sum(masks[:, k])
                 tracker.update_state(tf.reduce_sum(weights[:, k] * masks[:, k]) / tf.maximum(count, 1.0),
@@ -228,10 +315,11 @@ class AuxiliaryModel(keras.Model):
 
     def test_step(self, data):
         batch = data["train"] if "train" in data else data
-        losses, masks, _, outputs = self.task_losses(batch, training=False, all_tasks=True)
-        count = tf.maximum(tf.reduce_sum(masks[:, 0]), 1.0)
-        self._update_metrics(batch, losses, masks, outputs, tf.reduce_sum(losses[:, 0]) / count)
-        return {m.name: m.result() for m in self.metrics if m not in self.weight_trackers}
+        forward = self.forward(batch, training=False, all_tasks=True)
+        counts = tf.maximum(tf.reduce_sum(forward.masks[:, :self.num_targets], 0), 1.0)
+        target_losses = tf.reduce_sum(forward.losses[:, :self.num_targets], 0) / counts
+        self._update_metrics(forward, tf.reduce_mean(target_losses))
+        return self._metric_logs([m for m in self.metrics if m not in self.weight_trackers])
 
     # ------------------------------------------------------------------ upper level
     def hessian_variables(self):
@@ -250,14 +338,21 @@ class AuxiliaryModel(keras.Model):
         return tf.cast(self.optimizer.learning_rate, tf.float32)
 
     def hypergradient(self, batch, dev):
-        """Replica step: the all-replica (true) implicit hypergradient dL_dev/dphi and this
-        replica's dev loss."""
-        phi = self.scheduler.trainable_weights
+        """Replica step: the all-replica (true) hypergradient dL_upper/dphi (implicit term plus
+        direct term) and this replica's upper loss. The encoder and heads run in training
+        mode, but their non-trainable state (BatchNorm moving statistics) is put back: the
+        upper step must not move it with dev batches."""
+        phi = self.scheduler.upper_variables
+        saved = [tf.identity(v) for v in self.frozen_state]
         hyper, dev_loss = hypergrad.implicit_hypergradient(
-            lambda: self.lower_objective(batch), lambda: self.dev_objective(dev),
+            lambda: self.lower_objective(batch), lambda: self.scheduler.upper_objective(self, dev),
             self.hessian_variables(), phi, self.solver, alpha=self.upper_alpha(),
             reduce=distribute.replica_sum)
-        return distribute.replica_sum(hyper), dev_loss
+        hyper = distribute.replica_sum(hyper)
+        with tf.control_dependencies(hyper + [dev_loss]):
+            for v, value in zip(self.frozen_state, saved):
+                v.assign(value)
+        return [tf.identity(h) for h in hyper], tf.identity(dev_loss)
 
     def upper_gradient(self, hyper):
         """What the upper optimizer is fed (tfaux.upper): g = hyper / alpha, clipped to
@@ -268,11 +363,11 @@ class AuxiliaryModel(keras.Model):
             g, _ = tf.clip_by_global_norm(g, self.upper.clipnorm, use_norm=norm)
         if self.upper.weight_decay:
             g = [x + self.upper.weight_decay * tf.convert_to_tensor(v)
-                 for x, v in zip(g, self.scheduler.trainable_weights)]
+                 for x, v in zip(g, self.scheduler.upper_variables)]
         return g, norm
 
     def _apply_upper_gradient(self, grads):
-        self.upper_optimizer.apply(distribute.for_optimizer(grads), self.scheduler.trainable_weights)
+        self.upper_optimizer.apply(distribute.for_optimizer(grads), self.scheduler.upper_variables)
 
     def upper_step(self, batch, dev):
         """Cross-replica: one phi update; a non-finite hypergradient skips it with a warning.
@@ -285,7 +380,7 @@ class AuxiliaryModel(keras.Model):
 
         def apply():
             strategy.run(self._apply_upper_gradient, args=(grads,))
-            self.scheduler.after_upper_update()
+            self.scheduler.after_upper_step()
             return tf.constant(True)
 
         def skip():
@@ -308,19 +403,21 @@ class AuxiliaryModel(keras.Model):
             return self.train_function
         if self.steps_per_execution != 1:
             raise ValueError("Bi-level strategies need compile(steps_per_execution=1).")
+        upper_stream = "data.train_with_dev(batch_size)" if self.scheduler.upper_data == "dev" else \
+            "data.train_with_reordered(batch_size)"
         strategy = self.distribute_strategy
 
         def one_step(data):
             if not (isinstance(data, dict) and "train" in data and "dev" in data):
                 raise ValueError(f"{type(self.scheduler).__name__} is bi-level: feed fit with "
-                                 "data.train_with_dev(batch_size), batches of {'train': ..., 'dev': ...}.")
+                                 f"{upper_stream}, batches of {{'train': ..., 'dev': ...}}.")
             step = self.optimizer.iterations
             due = tf.logical_and(step > 0, tf.equal(step % self.upper_interval, 0))
             tf.cond(due, lambda: self.upper_step(data["train"], data["dev"]), lambda: tf.constant(False))
             return _first_replica(strategy, strategy.run(self.train_step, args=(data,)))
 
         if not self.run_eagerly:
-            one_step = tf.function(one_step, reduce_retracing=True)
+            one_step = tf.function(one_step, reduce_retracing=True, jit_compile=bool(self.jit_compile))
 
         def function(iterator):
             return one_step(next(iterator))

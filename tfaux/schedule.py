@@ -13,8 +13,8 @@ def example_weights(model, dataset, num_examples):
 
     @tf.function(reduce_retracing=True)
     def weights_of(batch):
-        losses, masks, features, _ = model.task_losses(batch, training=False)
-        context = model._context(batch, losses, masks, features)
+        forward, context = model.context(batch)
+        losses = forward.losses
         with tf.GradientTape() as tape:
             tape.watch(losses)
             objective = model.scheduler.lower_loss(losses, context)

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 PRIMARY = "primary"
 AUXILIARY = "auxiliary"
-KINDS = ("classification", "binary", "regression")
+KINDS = ("classification", "binary", "regression", "soft")
+TARGET_KINDS = ("classification", "binary", "regression")
 
 
 @dataclasses.dataclass
@@ -15,9 +16,12 @@ class Task:
     """One learning task of an auxiliary-learning problem.
 
     name:        key of the task's labels and mask in every batch.
-    role:        "primary" (the task we care about) or "auxiliary".
+    role:        "primary" (a target task: one we care about; several are allowed, the
+                 first is the one exported) or "auxiliary".
     kind:        "classification" (integer labels, softmax over `num_classes`),
-                 "binary" (0/1 labels, one logit) or "regression" (float target).
+                 "binary" (0/1 labels, one logit), "regression" (float target) or
+                 "soft" (a probability vector over `num_classes`, softmax cross-entropy;
+                 for labels a strategy generates, auxiliary only).
     num_classes: classes of a classification task (ignored otherwise).
     input_key:   if set, the head reads the encoder's features of
                  `batch["task_x"][input_key]` instead of `batch["x"]` (e.g. a
@@ -39,7 +43,9 @@ class Task:
             raise ValueError(f"Task '{self.name}': role must be 'primary' or 'auxiliary', got '{self.role}'.")
         if self.kind not in KINDS:
             raise ValueError(f"Task '{self.name}': kind must be one of {KINDS}, got '{self.kind}'.")
-        if self.kind == "classification" and self.num_classes < 2:
+        if self.role == PRIMARY and self.kind not in TARGET_KINDS:
+            raise ValueError(f"Task '{self.name}': a primary (target) task must be one of {TARGET_KINDS}.")
+        if self.kind in ("classification", "soft") and self.num_classes < 2:
             raise ValueError(f"Task '{self.name}': a classification task needs num_classes >= 2.")
 
     @property
@@ -48,7 +54,7 @@ class Task:
 
     @property
     def output_units(self):
-        return self.num_classes if self.kind == "classification" else 1
+        return self.num_classes if self.kind in ("classification", "soft") else 1
 
     def make_head(self):
         """The task's head: optional ReLU MLP, then a linear output layer."""
@@ -61,6 +67,8 @@ class Task:
     def per_example_loss(self, labels, outputs):
         """l_k(f_k(x_i), y_ik) for every example of the batch: shape [batch]."""
         outputs = tf.cast(outputs, tf.float32)
+        if self.kind == "soft":  # written out: TF's fused op drops d(dloss/dlogits)/dlabels (mixed hypergradient)
+            return -tf.reduce_sum(tf.cast(labels, tf.float32) * tf.nn.log_softmax(outputs, axis=-1), axis=-1)
         if self.kind == "classification":
             return tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=tf.cast(tf.reshape(labels, [-1]), tf.int32), logits=outputs)
@@ -72,7 +80,7 @@ class Task:
 
     def prediction(self, outputs):
         """What a user of the task wants from its raw head output."""
-        if self.kind == "classification":
+        if self.kind in ("classification", "soft"):
             return tf.nn.softmax(outputs, axis=-1)
         if self.kind == "binary":
             return tf.sigmoid(tf.reshape(outputs, [-1]))
@@ -81,6 +89,15 @@ class Task:
     @property
     def metric_name(self):
         return "rmse" if self.kind == "regression" else "accuracy"
+
+    def make_metric(self, name=None):
+        """Keras' own metric of the task's predictions (logits in, masked by sample_weight)."""
+        name = name or f"{self.name}_{self.metric_name}"
+        if self.kind == "regression":
+            return keras.metrics.RootMeanSquaredError(name=name)
+        if self.kind == "binary":
+            return keras.metrics.BinaryAccuracy(name=name, threshold=0.0)  # on the logit
+        return keras.metrics.SparseCategoricalAccuracy(name=name)
 
 
 def primary_task(tasks):
@@ -91,11 +108,24 @@ def primary_task(tasks):
     return found[0]
 
 
+def target_tasks(tasks):
+    """The primary (target) tasks of a list, in order, with a clear error when there is none
+    or when their metrics cannot be averaged (model selection uses their mean)."""
+    found = [t for t in tasks if t.is_primary]
+    if not found:
+        raise ValueError(f"At least one task must have role 'primary'; tasks are {[t.name for t in tasks]}.")
+    if len({t.metric_name for t in found}) > 1:
+        raise ValueError(f"Target tasks {[t.name for t in found]} mix accuracy and RMSE; their mean selects "
+                         "the model, so they must share one metric.")
+    return found
+
+
 def ordered(tasks):
-    """Tasks with the primary first (column 0 of every loss matrix), auxiliaries after."""
+    """Tasks with the targets first (columns 0..n-1 of every loss matrix; column 0 is the
+    exported one), auxiliaries after."""
     tasks = list(tasks)
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"Task names must be unique; got {names}.")
-    p = primary_task(tasks)
-    return [p] + [t for t in tasks if t is not p]
+    targets = target_tasks(tasks)
+    return targets + [t for t in tasks if not t.is_primary]

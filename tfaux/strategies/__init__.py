@@ -1,4 +1,14 @@
-"""One file per method, all on the protocol of `base.Strategy`."""
+"""One file per method, all on the protocol of `base.Strategy`; METHODS names them.
+
+METHODS maps a command-line name to (class, fixed constructor arguments, one-line help):
+variants of one equation (JTDS's ablations, MGDA-UB) are rows, not classes. `get(name,
+**args)` builds one; `method_args(name, text)` parses `--method_args=k=v,...` against
+the class's constructor.
+"""
+
+import ast
+import dataclasses
+import inspect
 
 from tfaux.strategies.auxilearn import AuxiLearn
 from tfaux.strategies.base import Context, Strategy, ThetaVariables
@@ -6,24 +16,99 @@ from tfaux.strategies.equal import Equal
 from tfaux.strategies.gcs import GCS
 from tfaux.strategies.jtds import JTDS
 from tfaux.strategies.njtds import NJTDS
+from tfaux.strategies.ol_aux import OLAux
+from tfaux.strategies.pcgrad import PCGrad
 from tfaux.strategies.stl import STL
 
-BY_NAME = {
-    "stl": STL,
-    "equal": Equal,
-    "jtds": JTDS,
-    "jtds_only_task": lambda: JTDS(use_feature=False, use_loss=False),
-    "jtds_no_loss": lambda: JTDS(use_loss=False),
-    "jtds_no_feature": lambda: JTDS(use_feature=False),
-    "jtds_normalized": lambda: JTDS(normalize=True),
-    "njtds": NJTDS,
-    "auxilearn": AuxiLearn,
-    "gcs": GCS,
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    cls: type
+    fixed: dict
+    help: str
+
+
+METHODS = {
+    "stl": Method(STL, {}, "target task(s) only"),
+    "equal": Method(Equal, {}, "fixed task weights (1 each, or --aux_weights / task_weights)"),
+    "jtds": Method(JTDS, {}, "JTDS task-data scheduler, implicit hypergradients (seed 000, Eq. 4)"),
+    "jtds_only_task": Method(JTDS, dict(use_feature=False, use_loss=False), "JTDS ablation: task factor only"),
+    "jtds_no_loss": Method(JTDS, dict(use_loss=False), "JTDS ablation: without the loss filter"),
+    "jtds_no_feature": Method(JTDS, dict(use_feature=False), "JTDS ablation: without the feature term"),
+    "jtds_normalized": Method(JTDS, dict(normalize=True), "JTDS with weights averaging 1 per batch (long runs)"),
+    "njtds": Method(NJTDS, {}, "N-JTDS: one learned weight per (example, task) (seed 000, A.5)"),
+    "auxilearn": Method(AuxiLearn, {}, "AuxiLearn non-linear monotone loss combiner (seed 002)"),
+    "gcs": Method(GCS, {}, "gradient cosine similarity (Du et al. 2018); weighted=True scales by cos"),
+    "cosinesim": Method(GCS, dict(weighted=False), "CosineSim: drop an auxiliary gradient with negative "
+                        "cosine to the primary's (Du et al. 2018)"),
+    "ol_aux": Method(OLAux, {}, "OL_AUX: auxiliary weights follow the accumulated g_main.g_k every N steps "
+                     "(Lin et al. 2019)"),
+    "pcgrad": Method(PCGrad, {}, "PCGrad: project each task gradient off the ones it conflicts with "
+                     "(Yu et al. 2020)"),
 }
+
+BY_NAME = {name: (lambda name=name, **kwargs: get(name, **kwargs)) for name in METHODS}
+
+
+class MethodError(ValueError):
+    """A --method / --method_args problem; the message is one sentence."""
+
+
+def help_text():
+    """One line per method, for the --method flag's help."""
+    return "; ".join(f"{name}: {m.help}" for name, m in METHODS.items())
+
+
+def accepted_args(name):
+    """Constructor arguments `--method_args` may set for method `name` (fixed ones excluded)."""
+    method = METHODS[name]
+    params = inspect.signature(method.cls.__init__).parameters
+    return [p for p, v in params.items()
+            if p != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL) and p not in method.fixed]
+
+
+def _split(text):
+    """Split 'a=1,b=(2,3),c=x' on the commas that are outside brackets."""
+    items, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    return [s.strip() for s in items + [current] if s.strip()]
+
+
+def method_args(name, text):
+    """{argument: value} of `--method_args=k=v,...`: values are Python literals (numbers,
+    True/False, tuples), anything else a string; names checked against the constructor."""
+    if name not in METHODS:
+        raise MethodError(f"Unknown method '{name}'; choose one of: {', '.join(sorted(METHODS))}.")
+    allowed = accepted_args(name)
+    args = {}
+    for item in _split(text or ""):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise MethodError(f"--method_args must look like 'name=value,name=value', got '{text}'.")
+        if key not in allowed:
+            raise MethodError(f"--method_args: method '{name}' has no argument '{key}'; it accepts: "
+                              f"{', '.join(allowed) or 'none'}.")
+        try:
+            args[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            args[key] = value.strip()
+    return args
 
 
 def get(name, **kwargs):
-    """A strategy by its command-line name."""
-    if name not in BY_NAME:
-        raise ValueError(f"Unknown method '{name}'; choose one of: {', '.join(sorted(BY_NAME))}.")
-    return BY_NAME[name](**kwargs)
+    """A strategy by its command-line name, with constructor arguments `kwargs`."""
+    if name not in METHODS:
+        raise MethodError(f"Unknown method '{name}'; choose one of: {', '.join(sorted(METHODS))}.")
+    method = METHODS[name]
+    try:
+        return method.cls(**{**method.fixed, **kwargs})
+    except TypeError as e:
+        raise MethodError(f"Method '{name}' cannot take these arguments ({e}).") from None

@@ -52,7 +52,7 @@ class AuxiLearn(Strategy):
             total += masked[:, 0]
         return tf.reduce_sum(total) / context.global_batch
 
-    def after_upper_update(self):
+    def after_upper_step(self):
         for k in self.kernels:
             k.assign(tf.maximum(k, 0.0))
 

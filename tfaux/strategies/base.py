@@ -1,16 +1,31 @@
-"""The one protocol every method implements.
+"""The one protocol every method implements (protocol v2).
 
-A strategy turns the per-example, per-task loss matrix l[i, k] (column 0 is the
-primary task) into a parameter update for theta, and, if it has parameters phi
-of its own, says how they are learned:
+A strategy turns the per-example, per-task loss matrix l[i, k] (columns 0..n-1 are the
+target (primary) tasks, column 0 the exported one) into a parameter update for theta,
+and, if it has variables of its own, says how they are learned:
 
 - loss-weighting methods override `lower_loss` (or just `example_weights`);
-- gradient-space methods override `lower_gradients`;
-- bi-level methods set `bilevel = True`; AuxiliaryModel then updates their
-  trainable weights every `upper_interval` steps by the implicit hypergradient
-  of the dev loss (tfaux.hypergrad), and calls `after_upper_update`.
+- gradient-space methods override `lower_gradients` (helpers: tfaux.task_gradients);
+- bi-level methods set `bilevel = True`; AuxiliaryModel then updates their upper
+  variables every `upper_interval` steps by the implicit hypergradient of
+  `upper_objective` (default: the dev loss of the targets, tfaux.hypergrad) plus its
+  direct dL_upper/dphi term, on the dev stream or, with `upper_data = "train"`, on a
+  reordered copy of the training set.
 
-Strategies are Keras layers so that phi is saved with the model's weights.
+A strategy's variables come in three kinds:
+- upper (phi): `add_weight` (trainable), moved by the hypergradient only;
+- lower: `add_lower_weight`, trained with theta by the lower optimizer, from the gradients
+  `lower_gradients` returns for them (default: of the lower objective);
+- state: `add_state` (non-trainable, e.g. loss histories), saved with the model and by
+  BackupAndRestore, so resume stays exact. State is assigned from values every replica
+  agrees on (all-replica sums), and only the first replica's write is kept.
+
+Hooks, each run exactly once: `after_lower_step(context)` after every lower update,
+`after_upper_step()` after every upper update, `on_epoch_end(epoch)` at the end of every
+epoch (before the callbacks that save the run). `extra_tasks` / `generated_labels` add
+tasks whose labels the strategy produces (e.g. a learned auxiliary-label head).
+
+Strategies are Keras layers so that their variables are saved with the model's weights.
 """
 
 import dataclasses
@@ -21,21 +36,42 @@ import tensorflow as tf
 from tfaux import distribute
 from tfaux.upper import UpperSettings
 
+UPPER_DATA = ("dev", "train")
+
 
 @dataclasses.dataclass
 class Context:
-    """What a strategy may look at for one batch (all of it constant w.r.t. theta).
+    """What a strategy may look at for one batch.
 
-    losses:   [B, T] per-example task losses (detached), zero where masked.
-    masks:    [B, T] 1 where the example has a label for the task.
-    features: [B, T, d] encoder feature of example i for task k (detached).
-    ids:      [B] example ids (index in the training split).
+    losses:          [B, T] per-example task losses, detached (constant w.r.t. theta), zero where masked.
+    masks:           [B, T] 1 where the example has a label for the task.
+    features:        [B, T, d] encoder feature of example i for task k, detached.
+    ids:             [B] example ids (index in the training split).
+    live_losses:     [B, T] the same losses, differentiable w.r.t. theta (on the lower tape).
+    representations: {input key: [B, d] live shared representation Z}; key None is batch["x"].
+    task_keys:       input key of every task (task k reads representations[task_keys[k]]).
+    labels:          {task name: labels of the batch} (generated ones included).
+    step:            lower steps taken so far (int64), a seed for step-dependent draws.
+    learning_rate:   the lower optimizer's current learning rate.
+    regularization:  this replica's share of the model's regularization losses (live).
+    num_targets:     how many leading columns are target tasks.
+    scratch:         per-replica, per-step values a strategy passes from `lower_gradients` to
+                     `after_lower_step` (both receive this same Context).
     """
 
     losses: tf.Tensor
     masks: tf.Tensor
     features: tf.Tensor
     ids: tf.Tensor
+    live_losses: tf.Tensor = None
+    representations: dict = None
+    task_keys: list = None
+    labels: dict = None
+    step: tf.Tensor = None
+    learning_rate: tf.Tensor = None
+    regularization: tf.Tensor = 0.0
+    num_targets: int = 1
+    scratch: dict = dataclasses.field(default_factory=dict)
 
     @property
     def global_batch(self):
@@ -49,17 +85,54 @@ class Strategy(keras.layers.Layer):
     persistent_tape = False
     logs_weights = False  # whether example_weights is the schedule (logged per task while training)
     upper_defaults = UpperSettings()  # bi-level methods: the reference code's update of phi (tfaux.upper)
+    upper_data = "dev"  # bi-level methods: "dev" split or "train" (a reordered copy of the training set)
 
     def setup(self, tasks, feature_dim, num_examples):
-        """Create phi. tasks: primary first; num_examples: training-set size."""
+        """Create the strategy's variables. tasks: targets first; num_examples: training-set size."""
         self.tasks = list(tasks)
         self.num_tasks = len(self.tasks)
+        self.num_targets = sum(1 for t in self.tasks if t.is_primary)
         self.built = True
+
+    # ------------------------------------------------------------------ variables
+    def add_lower_weight(self, **kwargs):
+        """A variable trained with theta by the lower optimizer (e.g. Uncertainty's log sigma^2)."""
+        weight = self.add_weight(trainable=True, **kwargs)
+        self._lower_ids = getattr(self, "_lower_ids", set()) | {id(weight)}
+        return weight
+
+    def add_state(self, shape=(), name=None, initializer="zeros", dtype="float32"):
+        """Non-trainable state (histories, running averages), saved with the model."""
+        return self.add_weight(shape=shape, name=name, initializer=initializer, dtype=dtype, trainable=False,
+                               aggregation="only_first_replica")
+
+    @property
+    def lower_variables(self):
+        ids = getattr(self, "_lower_ids", set())
+        return [w for w in self.trainable_weights if id(w) in ids]
+
+    @property
+    def upper_variables(self):
+        """phi: the variables the hypergradient moves."""
+        ids = getattr(self, "_lower_ids", set())
+        return [w for w in self.trainable_weights if id(w) not in ids]
+
+    # ------------------------------------------------------------------ tasks
+    def extra_tasks(self, tasks):
+        """Auxiliary tasks this strategy adds to `tasks` (their labels: `generated_labels`)."""
+        del tasks
+        return []
+
+    def generated_labels(self, batch, training):
+        """{extra task name: labels for the batch}, live w.r.t. the strategy's variables."""
+        del batch, training
+        return {}
 
     def active_tasks(self):
         """Boolean per task: whether its head must run at all (STL skips auxiliaries)."""
         return [True] * self.num_tasks
 
+    # ------------------------------------------------------------------ lower level
     def example_weights(self, context):
         """w[i, k] >= 0 of each (example, task) pair; [B, T]."""
         return tf.ones_like(context.losses)
@@ -70,22 +143,45 @@ class Strategy(keras.layers.Layer):
         return tf.reduce_sum(weights * losses * context.masks) / context.global_batch
 
     def lower_gradients(self, tape, loss, losses, context, variables):
-        """Gradients of the lower objective for `variables` (shared first, then heads)."""
+        """Gradients for `variables.trained`: theta (shared first, then heads), then the
+        strategy's lower variables. `loss` already includes the regularization."""
         del losses, context
-        return tape.gradient(loss, variables.all)
+        return tape.gradient(loss, variables.trained)
 
-    def after_upper_update(self):
-        """Projection after each upper step (e.g. monotonicity constraints)."""
+    def after_lower_step(self, context):
+        """Runs once after every lower update (replica context; write state from all-replica values)."""
+        del context
+
+    # ------------------------------------------------------------------ upper level
+    def upper_objective(self, model, batch):
+        """L_upper on one upper batch, as this replica's share (default: mean target dev loss).
+        A term that depends on phi directly adds its gradient to the hypergradient."""
+        return model.dev_objective(batch)
+
+    def after_upper_step(self):
+        """Runs once after every upper update (cross-replica), e.g. a projection of phi."""
         return None
+
+    def on_epoch_end(self, epoch):
+        """Runs once at the end of every epoch (eager), before the run is saved."""
+        del epoch
 
 
 @dataclasses.dataclass
 class ThetaVariables:
-    """The task model's variables, grouped the way gradient-space methods need."""
+    """The task model's variables, grouped the way gradient-space methods need, plus the
+    strategy's lower variables (trained with them)."""
 
     shared: list
     heads: list  # one list of variables per task, in task order
+    strategy: list = dataclasses.field(default_factory=list)
 
     @property
     def all(self):
+        """theta: shared, then every head."""
         return self.shared + [v for head in self.heads for v in head]
+
+    @property
+    def trained(self):
+        """What the lower optimizer updates: theta, then the strategy's lower variables."""
+        return self.all + list(self.strategy)

@@ -1,4 +1,4 @@
-"""STL: single-task learning, the primary task alone."""
+"""STL: single-task learning, the target task(s) alone."""
 
 import tensorflow as tf
 
@@ -6,11 +6,11 @@ from tfaux.strategies.base import Strategy
 
 
 class STL(Strategy):
-    """w[i, 0] = 1, w[i, k>0] = 0; auxiliary heads are not even run."""
+    """w[i, k] = 1 for the target tasks k < n, 0 for the auxiliaries, whose heads are not even run."""
 
     def active_tasks(self):
-        return [True] + [False] * (self.num_tasks - 1)
+        return [True] * self.num_targets + [False] * (self.num_tasks - self.num_targets)
 
     def example_weights(self, context):
-        primary = tf.ones_like(context.losses[:, :1])
-        return tf.concat([primary, tf.zeros_like(context.losses[:, 1:])], axis=1)
+        targets = tf.ones_like(context.losses[:, :self.num_targets])
+        return tf.concat([targets, tf.zeros_like(context.losses[:, self.num_targets:])], axis=1)
