@@ -20,7 +20,12 @@ import subprocess
 import sys
 import time
 
-METHODS = ("stl", "equal", "jtds", "njtds", "auxilearn", "gcs")
+
+
+def all_methods():
+    """Every method of the method table (tfaux.strategies.METHODS), STL first."""
+    from tfaux.strategies import METHODS
+    return ["stl"] + [m for m in METHODS if m != "stl"]
 
 
 def _rss_mib():
@@ -43,7 +48,12 @@ def worker(args):
                                  upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
                                  hessian_scope=args.hessian_scope)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    train = (data.train_with_dev(args.batch_size, 32) if model.scheduler.bilevel else data.train(args.batch_size))
+    if not model.scheduler.bilevel:
+        train = data.train(args.batch_size)
+    elif model.scheduler.upper_data == "train":
+        train = data.train_with_reordered(args.batch_size, 32)
+    else:
+        train = data.train_with_dev(args.batch_size, 32)
     if args.steps:
         train = train.take(args.steps)
     before = _rss_mib()
@@ -60,7 +70,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data_dir", default=None)
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default="all", help="comma-separated method names, or all (the method table)")
     p.add_argument("--encoder", default="convnet4", choices=["convnet4", "autoint"],
                    help="autoint for MovieLens / Amazon (dict inputs)")
     p.add_argument("--rounds", type=int, default=2)
@@ -78,7 +88,7 @@ def main():
     args = p.parse_args()
     if args.method:
         return worker(args)
-    methods = args.methods.split(",")
+    methods = all_methods() if args.methods == "all" else args.methods.split(",")
     results = {m: [] for m in methods}
     for r in range(args.rounds):
         for m in methods:

@@ -234,3 +234,39 @@ def test_method_args_are_checked_against_the_constructor():
         strategies.method_args("jtds", "seed")
     for name in strategies.METHODS:
         assert f"{name}:" in strategies.help_text()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise _Interrupt
+
+
+def _trained(name, backup, stop=None):
+    keras.utils.set_random_seed(0)
+    model = _model(strategies.get(name), lr=0.05)
+    train, _ = _streams()
+    callbacks = [keras.callbacks.BackupAndRestore(str(backup))] + ([_StopAfterEpoch(stop)] if stop else [])
+    model.fit(train, epochs=3, verbose=0, callbacks=callbacks)
+    return model
+
+
+@pytest.mark.parametrize("name", [n for n, m in strategies.METHODS.items()
+                                  if not m.cls.bilevel and n not in ("stl", "equal", "gcs")])
+def test_single_level_methods_resume_exactly_with_their_state(name, tmp_path):
+    """Killed after epoch 1 and restarted, a run ends where the uninterrupted one does
+    (strategy state and lower variables come back from the backup)."""
+    whole = _trained(name, tmp_path / "whole")
+    with pytest.raises(_Interrupt):
+        _trained(name, tmp_path / "cut", stop=1)
+    resumed = _trained(name, tmp_path / "cut")
+    for v, a, b in zip(whole.weights, whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=v.path)
