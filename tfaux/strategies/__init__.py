@@ -10,15 +10,21 @@ import ast
 import dataclasses
 import inspect
 
+from tfaux.strategies.adaloss import AdaLoss
 from tfaux.strategies.auxilearn import AuxiLearn
 from tfaux.strategies.base import Context, Strategy, ThetaVariables
+from tfaux.strategies.dwa import DWA
 from tfaux.strategies.equal import Equal
 from tfaux.strategies.gcs import GCS
+from tfaux.strategies.gradnorm import GradNorm
 from tfaux.strategies.jtds import JTDS
+from tfaux.strategies.mgda import MGDA
 from tfaux.strategies.njtds import NJTDS
+from tfaux.strategies.pareto_mtl import ParetoMTL
 from tfaux.strategies.ol_aux import OLAux
 from tfaux.strategies.pcgrad import PCGrad
 from tfaux.strategies.stl import STL
+from tfaux.strategies.uncertainty import Uncertainty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,13 @@ METHODS = {
     "jtds_normalized": Method(JTDS, dict(normalize=True), "JTDS with weights averaging 1 per batch (long runs)"),
     "njtds": Method(NJTDS, {}, "N-JTDS: one learned weight per (example, task) (seed 000, A.5)"),
     "auxilearn": Method(AuxiLearn, {}, "AuxiLearn non-linear monotone loss combiner (seed 002)"),
+    "uncertainty": Method(Uncertainty, {}, "learned log-variance per task: 1/2 exp(-s_k) L_k + 1/2 s_k "
+                          "(Kendall et al. 2018)"),
+    "dwa": Method(DWA, {}, "dynamic weight average: w_k = K softmax(L_k(t-1) / L_k(t-2) / T), T = 2 "
+                  "(Liu et al. 2019)"),
+    "adaloss": Method(AdaLoss, {}, "w_k proportional to 1 / running average of L_k (Hu et al. 2019)"),
+    "gradnorm": Method(GradNorm, {}, "task weights equalising gradient norms on the last shared layer, "
+                       "alpha = 1.5 (Chen et al. 2018)"),
     "gcs": Method(GCS, {}, "gradient cosine similarity (Du et al. 2018); weighted=True scales by cos"),
     "cosinesim": Method(GCS, dict(weighted=False), "CosineSim: drop an auxiliary gradient with negative "
                         "cosine to the primary's (Du et al. 2018)"),
@@ -45,6 +58,14 @@ METHODS = {
                      "(Lin et al. 2019)"),
     "pcgrad": Method(PCGrad, {}, "PCGrad: project each task gradient off the ones it conflicts with "
                      "(Yu et al. 2020)"),
+    "mgda": Method(MGDA, {}, "MGDA / MOOMTL: shared update along the min-norm convex combination of the "
+                   "task gradients (Sener & Koltun 2018)"),
+    "mgda_ub": Method(MGDA, dict(space="representation"), "MGDA-UB: MGDA on the gradients w.r.t. the shared "
+                      "representation (Sener & Koltun 2018)"),
+    "t_moomtl": Method(MGDA, dict(tasks="targets"), "t-MOOMTL: MGDA over the target tasks only, auxiliaries "
+                       "not learned (seed 004)"),
+    "pareto_mtl": Method(ParetoMTL, {}, "Pareto-MTL: MGDA constrained to preference vector p of P "
+                         "(Lin et al. 2019)"),
 }
 
 BY_NAME = {name: (lambda name=name, **kwargs: get(name, **kwargs)) for name in METHODS}
