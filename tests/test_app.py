@@ -26,10 +26,11 @@ def _binary(args):
     return subprocess.run([sys.executable, "-m", "apps.train", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("method", ["jtds", "gcs"])
+@pytest.mark.parametrize("method", ["jtds", "gcs", "dwa", "gradnorm", "mgda_ub"])
 def test_app_trains_and_writes_every_output(tmp_path, parse, method):
     out = tmp_path / method
     metrics = experiment.run(parse(f"--method={method}", f"--output_dir={out}", *FAST))
+    assert metrics["targets"] == ["label"] and "label" in metrics["selection"]
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert metrics["method"] == method and metrics["dataset"] == "digits"
     assert metrics["primary_metric"] == "primary_accuracy" and 0.0 <= metrics["test"] <= 1.0

@@ -165,6 +165,22 @@ def test_the_upper_objective_adds_its_direct_gradient():
     np.testing.assert_allclose(hypers[1] - hypers[0], 2 * 0.3 * np.array([0.5, -1.0, 2.0]), rtol=1e-4, atol=1e-6)
 
 
+def test_an_upper_objective_on_the_training_set_asks_for_the_reordered_stream():
+    class OnTrain(_DirectTerm):
+        upper_data = "train"
+
+    model = _model(OnTrain())
+    train, _ = _streams()
+    with pytest.raises(ValueError, match="train_with_reordered"):
+        model.fit(train, epochs=1, verbose=0)
+
+    class Nowhere(_DirectTerm):
+        upper_data = "test"
+
+    with pytest.raises(ValueError, match="upper_data"):
+        _model(Nowhere())
+
+
 def test_the_upper_step_leaves_batchnorm_statistics_unchanged():
     keras.utils.set_random_seed(0)
     encoder = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Activation("tanh")])

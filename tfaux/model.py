@@ -40,7 +40,9 @@ def _first_replica(strategy, value):
 class Forward:
     """One forward pass over a batch: [B, T] losses (zero where masked) and masks, [B, T, d]
     features of every task, raw head outputs (None for skipped heads), {input key: shared
-    representation}, and the labels used (the batch's plus the strategy's generated ones)."""
+    representation}, the labels used (the batch's plus the strategy's generated ones), and the
+    [B] loss vector of every task before stacking (a per-task gradient taken from a column of
+    `losses` would back-propagate zeros through every other head)."""
 
     losses: tf.Tensor
     masks: tf.Tensor
@@ -48,6 +50,7 @@ class Forward:
     outputs: list
     representations: dict
     labels: dict
+    task_losses: list = None
 
 
 class StrategyEpochHook(keras.callbacks.Callback):
@@ -210,7 +213,8 @@ class AuxiliaryModel(keras.Model):
             outputs.append(out)
         some = next(f for f in features if f is not None)
         features = [tf.zeros_like(some) if f is None else f for f in features]
-        return Forward(tf.stack(losses, 1), tf.stack(masks, 1), tf.stack(features, 1), outputs, encoded, labels)
+        return Forward(tf.stack(losses, 1), tf.stack(masks, 1), tf.stack(features, 1), outputs, encoded, labels,
+                       task_losses=losses)
 
     def task_losses(self, batch, training, all_tasks=False):
         """Per-example loss matrix [B, T] (zero where masked), masks, features [B, T, d], outputs."""
@@ -224,7 +228,8 @@ class AuxiliaryModel(keras.Model):
         rate = tf.cast(optimizer.learning_rate, tf.float32) if optimizer is not None else tf.constant(0.0)
         return Context(losses=tf.stop_gradient(forward.losses), masks=forward.masks,
                        features=tf.stop_gradient(forward.features), ids=tf.reshape(ids, [-1]),
-                       live_losses=forward.losses, representations=forward.representations,
+                       live_losses=forward.losses, live_task_losses=forward.task_losses,
+                       representations=forward.representations,
                        task_keys=[t.input_key for t in self.tasks], labels=forward.labels,
                        step=tf.cast(step, tf.int64), learning_rate=rate, regularization=regularization,
                        num_targets=self.num_targets)

@@ -14,10 +14,14 @@ from tfaux.hypergrad import zeros_for_none
 
 
 def task_objectives(tape, context):
-    """[L_k for every task]: this replica's share of each task's batch loss, recorded on `tape`."""
+    """[L_k for every task]: this replica's share of each task's batch loss, recorded on `tape`.
+    Each L_k is built from task k's own loss vector, so its gradient runs through head k only
+    (from a column of the stacked matrix, zeros would flow back through every other head)."""
     with tape:  # keep recording, so each L_k is differentiable
-        totals = tf.reduce_sum(context.live_losses * context.masks, 0) / context.global_batch
-        return tf.unstack(totals)
+        if context.live_task_losses is None:
+            return tf.unstack(tf.reduce_sum(context.live_losses * context.masks, 0) / context.global_batch)
+        return [tf.reduce_sum(l * context.masks[:, k]) / context.global_batch
+                for k, l in enumerate(context.live_task_losses)]
 
 
 def gradients(tape, target, variables):

@@ -48,6 +48,8 @@ class Context:
     features:        [B, T, d] encoder feature of example i for task k, detached.
     ids:             [B] example ids (index in the training split).
     live_losses:     [B, T] the same losses, differentiable w.r.t. theta (on the lower tape).
+    live_task_losses: the T columns of live_losses as separate [B] tensors (masked), for
+                     per-task gradients that back-propagate through their own head only.
     representations: {input key: [B, d] live shared representation Z}; key None is batch["x"].
     task_keys:       input key of every task (task k reads representations[task_keys[k]]).
     labels:          {task name: labels of the batch} (generated ones included).
@@ -64,6 +66,7 @@ class Context:
     features: tf.Tensor
     ids: tf.Tensor
     live_losses: tf.Tensor = None
+    live_task_losses: list = None
     representations: dict = None
     task_keys: list = None
     labels: dict = None

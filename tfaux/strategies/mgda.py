@@ -75,6 +75,8 @@ class MGDA(Strategy):
     def _representation_gram(self, grads, context, tasks):
         """Gram of the per-example dL_k/dZ; tasks reading different inputs are orthogonal."""
         keys = [context.task_keys[k] for k in tasks]
+        if len(set(keys)) == 1:  # one shared input: a single Gram
+            return tg.gram(grads)
         entries = [[tf.zeros([]) for _ in tasks] for _ in tasks]
         for key in dict.fromkeys(keys):
             group = [i for i, other in enumerate(keys) if other == key]
