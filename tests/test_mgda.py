@@ -185,6 +185,10 @@ def test_pareto_mtl_preference_vectors():
     s4.setup(three, 4, 10)
     np.testing.assert_allclose(np.linalg.norm(s4.preferences.numpy(), axis=1), 1.0, rtol=1e-6)
     assert len({tuple(np.round(u, 6)) for u in s4.preferences.numpy()}) == 4
+    default = ParetoMTL()  # favours the target: u = (0, 1), the region where task 0's loss is smallest
+    default.setup(toy.tasks(), 4, 10)
+    assert default.preference_index == 4
+    np.testing.assert_allclose(default.directions.numpy()[4], [0.0, 0.0], atol=1e-7)
 
 
 def _angles_active(losses, p, num=5):

@@ -29,7 +29,10 @@ the Das-Dennis simplex lattice {a / H : a in N^K, sum a = H} with the fewest div
 give >= P points, scaled to unit length, ordered by greedy farthest-point selection from
 u_0 = e_1; the first P are used.
 
-Defaults: the reference's 5 preference vectors; preference 0; warm-up at most 2 epochs.
+Defaults: the reference's 5 preference vectors; warm-up at most 2 epochs; preference=None picks
+the vector that favours the first target most (the smallest u[0]: p = P - 1 for two tasks), since
+tfaux trains for its target. The paper trains one model per preference; with p = 0 on
+MovieLens-100K (rating + CTR) the rating RMSE was 1.24 against STL's 0.94.
 """
 
 import itertools
@@ -78,12 +81,13 @@ class ParetoMTL(Strategy):
 
     persistent_tape = True
 
-    def __init__(self, num_preferences=5, preference=0, warmup_steps=None, **kwargs):
+    def __init__(self, num_preferences=5, preference=None, warmup_steps=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_preferences, int) or num_preferences < 1:
             raise ValueError(f"ParetoMTL num_preferences must be an integer >= 1, got {num_preferences!r}.")
-        if not isinstance(preference, int) or not 0 <= preference < num_preferences:
-            raise ValueError(f"ParetoMTL preference must be an integer in [0, {num_preferences}), got {preference!r}.")
+        if preference is not None and (not isinstance(preference, int) or not 0 <= preference < num_preferences):
+            raise ValueError(f"ParetoMTL preference must be None or an integer in [0, {num_preferences}), "
+                             f"got {preference!r}.")
         if warmup_steps is not None and (not isinstance(warmup_steps, int) or warmup_steps < 0):
             raise ValueError(f"ParetoMTL warmup_steps must be None or an integer >= 0, got {warmup_steps!r}.")
         self.num_preferences = num_preferences
@@ -94,8 +98,11 @@ class ParetoMTL(Strategy):
         super().setup(tasks, feature_dim, num_examples)
         if self.num_tasks < 2:
             raise ValueError("ParetoMTL needs at least 2 tasks.")
-        self.preferences = tf.constant(preference_vectors(self.num_tasks, self.num_preferences), tf.float32)
-        self.directions = self.preferences - self.preferences[self.preference]  # rows u_j - u_p
+        vectors = preference_vectors(self.num_tasks, self.num_preferences)
+        self.preference_index = (int(np.argmin(vectors[:, 0])) if self.preference is None  # favours task 0
+                                 else self.preference)
+        self.preferences = tf.constant(vectors, tf.float32)
+        self.directions = self.preferences - self.preferences[self.preference_index]  # rows u_j - u_p
         self.feasible = self.add_state(name="feasible")  # 1 once stage 1 found a feasible point
         self.epochs_done = self.add_state(name="epochs_done")
 
