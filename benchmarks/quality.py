@@ -15,7 +15,7 @@ Settings (each one `apps.compare` call, so an interrupted benchmark resumes run 
 Writes <output_dir>/<setting>/results.{md,csv} (apps.compare's table: mean +- SEM over seeds,
 delta vs STL, time and memory ratios) and <output_dir>/quality.md: those tables, the AUC of
 every bi-level method's primary weights (mnist_noise) and each target, met or missed.
-This module does not import TensorFlow.
+It imports TensorFlow only to list the method table (--methods=all, the default).
 """
 
 import argparse
@@ -220,8 +220,8 @@ def main():
     p.add_argument("--output_dir", default="runs/quality", help="Runs go to <output_dir>/<setting>/.")
     p.add_argument("--settings", default="mnist_noise,mnist_noise_30,ml100k,mnist_semi",
                    help="Comma-separated settings to run.")
-    p.add_argument("--methods", default="stl,equal,jtds,jtds_normalized,njtds,auxilearn",
-                   help="Comma-separated --method values.")
+    p.add_argument("--methods", default="all",
+                   help="Comma-separated --method values, or all (every method of tfaux.strategies.METHODS).")
     p.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds, one run each per method.")
     p.add_argument("--mnist_epochs", type=int, default=8, help="Epochs of the MNIST runs.")
     p.add_argument("--mnist_batch_size", type=int, default=128, help="Batch size of the MNIST runs.")
@@ -229,6 +229,9 @@ def main():
     p.add_argument("--set", action="append", default=[], help="Extra name=value flag for every run.")
     p.add_argument("--report_only", action="store_true", help="Only tabulate finished runs.")
     args = p.parse_args()
+    if args.methods == "all":
+        from benchmarks.cost import all_methods
+        args.methods = ",".join(all_methods())
     unknown = sorted(set(args.settings.split(",")) - set(SETTINGS))
     if unknown:
         p.error(f"--settings names unknown settings {unknown}; known: {sorted(SETTINGS)}.")
