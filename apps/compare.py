@@ -87,6 +87,10 @@ def run_all(experiment, methods, seeds, output_dir, passthrough=(), echo=print):
         cmd = command(experiment, method, seed, output_dir, passthrough)
         text = shlex.join(cmd[1:])  # without the interpreter path
         tag = f"[{i}/{len(pairs)}] {method} seed {seed}"
+        if run_status(where) == "diverged":
+            echo(f"{tag}: FAILED earlier: training diverged (see {where}/metrics.json); delete the folder to rerun")
+            failed.append((method, seed))
+            continue
         if os.path.exists(os.path.join(where, "metrics.json")):
             previous = _read(os.path.join(where, "command.txt")).strip()
             note = "" if not previous or previous == text else " (note: it was run with a different command)"
@@ -99,13 +103,23 @@ def run_all(experiment, methods, seeds, output_dir, passthrough=(), echo=print):
         start = time.time()
         with open(os.path.join(where, "compare.log"), "w") as log:
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-        if code != 0 or not os.path.exists(os.path.join(where, "metrics.json")):
+        if code != 0 or run_status(where) != "ok":
             tail = _read(os.path.join(where, "compare.log")).strip().splitlines()[-3:]
             echo(f"{tag}: FAILED (exit {code}); last lines of {where}/compare.log:\n  " + "\n  ".join(tail))
             failed.append((method, seed))
         else:
             echo(f"{tag}: finished in {time.time() - start:.0f} s")
     return failed
+
+
+def run_status(where):
+    """"ok", "diverged" or None (no metrics.json) of a run folder; runs that predate the
+    status field count as "ok"."""
+    try:
+        with open(os.path.join(where, "metrics.json")) as f:
+            return json.load(f).get("status", "ok")
+    except (OSError, ValueError):
+        return None
 
 
 def _read(path):
@@ -124,7 +138,7 @@ def collect(output_dir, methods, seeds):
         runs[method] = []
         for seed in seeds:
             path = os.path.join(run_dir(output_dir, method, seed), "metrics.json")
-            if os.path.exists(path):
+            if os.path.exists(path) and run_status(run_dir(output_dir, method, seed)) != "diverged":
                 try:
                     with open(path) as f:
                         metrics = json.load(f)

@@ -19,11 +19,15 @@ import pipelines
 import tfaux
 from pipelines.errors import DataError
 from tfaux import hypergrad, models, schedule
-from tfaux.callbacks import ScheduleRecorder
+from tfaux.callbacks import DivergenceMonitor, ScheduleRecorder
 
 
 class ConfigError(ValueError):
     """A flag combination that cannot run; the message is one sentence."""
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss; metrics.json says so ("status": "diverged")."""
 
 
 def parse_aux_weights(text):
@@ -34,6 +38,9 @@ def parse_aux_weights(text):
             weights[name.strip()] = float(value)
         except ValueError:
             sep = ""
+        if sep and not (math.isfinite(weights[name.strip()]) and weights[name.strip()] >= 0):
+            raise ConfigError(f"--aux_weights: the weight of '{name.strip()}' must be a finite number >= 0, "
+                              f"got {value.strip()}.")
         if not sep:
             raise ConfigError(f"--aux_weights must look like 'rotation=0.5,coarse=1', got '{text}'.")
     return weights
@@ -124,9 +131,26 @@ def build_model(flags, data):
 
 
 def _json_value(v):
+    """A JSON-safe value: numpy scalars as Python numbers, non-finite floats as None."""
     if isinstance(v, (np.floating, np.integer)):
-        return v.item()
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
     return v
+
+
+def check_numbers(flags):
+    """Every float flag finite (absl's bounds let NaN through): one sentence naming the flag."""
+    for name in flags_used(flags):
+        value = flags[name].value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{name} must be a finite number, got {value}.")
+
+
+def write_metrics(out, metrics):
+    """metrics.json, strictly valid JSON (NaN and infinity are refused, not written)."""
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2, allow_nan=False)
 
 
 def resumed_epoch(backup_dir):
@@ -164,6 +188,7 @@ def run(flags, extra_callbacks=()):
     the uninterrupted run would: every epoch's batches are a function of (seed, epoch),
     the history so far comes back from history.csv and selection continues from its best."""
     start = time.time()
+    check_numbers(flags)
     out = os.path.abspath(flags.output_dir)
     os.makedirs(out, exist_ok=True)
     data = load_data(flags)
@@ -184,9 +209,10 @@ def run(flags, extra_callbacks=()):
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
         keras.callbacks.BackupAndRestore(backup_dir),
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
         *extra_callbacks,
     ]
+    divergence = DivergenceMonitor()
+    callbacks.insert(0, divergence)
     recorder = None
     if model.scheduler.bilevel:  # sampled examples' weights and JTDS loss filter, every epoch
         recorder = ScheduleRecorder(data.train_eval(256), data.num_train, seed=flags.seed,
@@ -206,11 +232,24 @@ def run(flags, extra_callbacks=()):
                         steps_per_epoch=data.steps_per_epoch(flags.batch_size), verbose=flags.verbose,
                         shuffle=False)  # the pipeline shuffles
     history = {k: earlier.get(k, []) + list(v) for k, v in history.history.items()}
+    metric = monitor[len("val_"):]
+    common = {
+        "method": flags.method, "dataset": flags.dataset, "primary_metric": metric,
+        "targets": [t.name for t in model.targets], "epochs": flags.epochs, "resumed_at_epoch": first_epoch,
+        "flags": {name: _json_value(flags[name].value) for name in flags_used(flags)},
+        "history": {k: [_json_value(x) for x in v] for k, v in history.items()},
+    }
+    if divergence.diverged is not None:  # nothing is exported; the run is not a result
+        where = divergence.diverged
+        write_metrics(out, {"status": "diverged", "diverged": where, **common,
+                            "wall_seconds": round(time.time() - start, 2)})
+        raise DivergedError(f"training diverged at epoch {where['epoch']}, step {where['step']} (loss "
+                            f"{where['loss']}); nothing was exported and {out}/metrics.json records "
+                            "status 'diverged' (lower --lr or check the data).")
     values = history.get(monitor, [])
     if os.path.exists(best_path):
         model.load_weights(best_path)
     test = model.evaluate(data.test(256), return_dict=True, verbose=0)
-    metric = monitor[len("val_"):]
     tfaux.export_primary(model, os.path.join(out, "saved_model"))
     if model.scheduler.bilevel:
         weights = schedule.example_weights(model, data.train_eval(256), data.num_train)
@@ -219,21 +258,18 @@ def run(flags, extra_callbacks=()):
                             labelled=data.labelled)
     best = (max if mode == "max" else min)(values) if values else None
     metrics = {
-        "method": flags.method, "dataset": flags.dataset, "primary_metric": metric,
-        "targets": [t.name for t in model.targets],
+        "status": "ok", **{k: v for k, v in common.items() if k not in ("flags", "history")},
         "selection": (f"validation {metric} of target '{model.primary.name}'" if model.num_targets == 1 else
                       f"validation {metric}: the mean of the {model.num_targets} targets' "
                       + ", ".join(f"{t.name}_{t.metric_name}" for t in model.targets)),
         "best_val": _json_value(best), "best_epoch": (values.index(best) + 1) if values else None,
         "test": _json_value(test[metric]), "test_metrics": {k: _json_value(v) for k, v in test.items()},
-        "epochs": flags.epochs, "resumed_at_epoch": first_epoch, "wall_seconds": round(time.time() - start, 2),
+        "wall_seconds": round(time.time() - start, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "num_train": data.num_train, "num_dev": data.num_dev, "num_val": data.num_val, "num_test": data.num_test,
-        "flags": {name: _json_value(flags[name].value) for name in flags_used(flags)},
-        "history": {k: [_json_value(x) for x in v] for k, v in history.items()},
+        "flags": common["flags"], "history": common["history"],
     }
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_metrics(out, metrics)
     return metrics
 
 
@@ -246,7 +282,7 @@ def main_with_errors(flags):
     """Run; a data or configuration problem ends the program with one sentence."""
     try:
         metrics = run(flags)
-    except (DataError, ConfigError) as e:
+    except (DataError, ConfigError, DivergedError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"{metrics['method']} on {metrics['dataset']}: best val {metrics['primary_metric']} "
           f"{metrics['best_val']:.4f}, test {metrics['test']:.4f} ({metrics['wall_seconds']:.0f} s); "

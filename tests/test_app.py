@@ -77,6 +77,10 @@ def test_upper_update_defaults_are_the_methods_reference_settings(parse, args, o
     (["--method=equal", "--aux_weights=bogus"], "--aux_weights"),
     (["--method=equal", "--aux_weights=colour=2"], "colour"),
     (["--method=gcs", "--method_args=temperature=2"], "'temperature'"),
+    (["--lr=nan"], "--lr"),
+    (["--upper_clipnorm=inf"], "--upper_clipnorm"),
+    (["--method=equal", "--aux_weights=rotation=nan"], "--aux_weights"),
+    (["--method=equal", "--aux_weights=rotation=-1"], "'rotation'"),
     (["--method=jtds", "--method_args=seed"], "--method_args"),
     (["--method=equal", "--method_args=task_weights={'colour': 2.0}"], "colour"),
     (["--encoder=convnet4", "--dataset=movielens_100k", "--data_dir=/no/such/dir"], "/no/such/dir"),
@@ -173,3 +177,24 @@ def test_an_interrupted_run_resumes_and_finishes_as_the_uninterrupted_one(tmp_pa
     np.testing.assert_allclose(b["weights"], a["weights"], rtol=1e-4, atol=1e-5)
     # Not resumable from its own result: a finished run leaves no backup behind.
     assert not (cut / "backup").exists()
+
+
+def test_a_diverging_run_exits_non_zero_records_it_and_exports_nothing(tmp_path, parse):
+    """Adam with lr 1e12 sends the logits to infinity within the first epoch."""
+    out = tmp_path / "diverged"
+    with pytest.raises(SystemExit) as stop:
+        experiment.main_with_errors(parse("--method=stl", "--lr=1e12", "--epochs=2", f"--output_dir={out}",
+                                          *FAST[1:]))
+    message = str(stop.value)
+    assert "diverged" in message and message.count("\n") == 0, message
+
+    def refuse(constant):
+        raise ValueError(f"metrics.json holds {constant}")
+
+    metrics = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)  # strictly valid JSON
+    assert metrics["status"] == "diverged" and metrics["diverged"]["epoch"] == 1
+    assert metrics["diverged"]["step"] >= 1 and "test" not in metrics
+    assert not (out / "saved_model").exists()
+    from apps import compare
+    assert compare.run_status(out) == "diverged"
+

@@ -86,6 +86,19 @@ def _sem(values):
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
+def test_compare_counts_a_diverged_run_as_failed_not_as_a_number(tmp_path):
+    _fake_run(tmp_path, "stl", 0, 0.9, 10.0, 500.0)
+    where = tmp_path / "jtds_seed0"
+    where.mkdir()
+    (where / "metrics.json").write_text(json.dumps({"status": "diverged", "method": "jtds",
+                                                    "diverged": {"epoch": 1, "step": 3, "loss": "nan"}}))
+    echoed = []
+    failed = compare.run_all("train", ["stl", "jtds"], [0], str(tmp_path), echo=echoed.append)
+    assert failed == [("jtds", 0)] and "diverged" in echoed[-1]
+    runs = compare.collect(str(tmp_path), ["stl", "jtds"], [0])
+    assert [s for s, _ in runs["stl"]] == [0] and runs["jtds"] == []
+
+
 @pytest.mark.parametrize("metric, scale", [("primary_accuracy", 100.0), ("primary_rmse", 1.0)])
 def test_compare_table_equals_the_per_run_metrics(tmp_path, metric, scale):
     rng = np.random.default_rng(7)

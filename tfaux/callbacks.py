@@ -118,8 +118,8 @@ class ScheduleRecorder(keras.callbacks.Callback):
             return np.nan
         labelled = np.ones_like(self.corrupted) if self.labelled is None else self.labelled
         clean = ~self.corrupted[labelled]
-        if clean.all() or not clean.any():
-            return np.nan
+        if clean.all() or not clean.any() or not np.isfinite(weights[labelled, 0]).all():
+            return np.nan  # (non-finite weights: a diverged run, which DivergenceMonitor reports)
         return float(roc_auc_score(clean, weights[labelled, 0]))
 
     def _summarize(self, step, weights):
@@ -169,3 +169,26 @@ class ScheduleRecorder(keras.callbacks.Callback):
             out["loss_scale"] = np.stack(self._scale)
             out["loss_shift"] = np.stack(self._shift)
         return out
+
+
+class DivergenceMonitor(keras.callbacks.Callback):
+    """Stop training at the first batch whose loss is not finite, and remember where
+    (`diverged`: None, or {"epoch": e, "step": s, "loss": value}; epoch and step from 1).
+    Keras' TerminateOnNaN stops too, but says nothing the caller can act on."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or self.diverged is not None:
+            return
+        loss = float(np.asarray(loss))
+        if not np.isfinite(loss):
+            self.diverged = {"epoch": self._epoch + 1, "step": int(batch) + 1, "loss": str(loss)}
+            self.model.stop_training = True
