@@ -128,6 +128,8 @@ def test_cub_attributes_binary_runs_end_to_end(tmp_path):
 
 def check(code, stdout, stderr, out, expected):
     assert code == 0, stderr[-3000:]
+    for notice in ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "retracing"):
+        assert notice not in stderr, f"start-up / retracing notice on stderr: {stderr[:2000]}"
     metrics = json.loads((out / "metrics.json").read_text())
     for flag, value in expected.items():
         assert metrics["flags"].get(flag, metrics.get(flag)) == value, flag
