@@ -189,7 +189,11 @@ def run(flags, extra_callbacks=()):
     the history so far comes back from history.csv and selection continues from its best."""
     start = time.time()
     check_numbers(flags)
+    if not flags.output_dir.strip():
+        raise ConfigError("--output_dir is empty; name a folder for the run's outputs.")
     out = os.path.abspath(flags.output_dir)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--output_dir={flags.output_dir} is a file, not a folder; choose another path.")
     os.makedirs(out, exist_ok=True)
     data = load_data(flags)
     with distribution(flags.distribute).scope():

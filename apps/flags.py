@@ -71,7 +71,8 @@ def define_flags(**defaults):
                         "(pretrained weights you already have; nothing is downloaded).")
     flags.DEFINE_enum("distribute", "none", ["none", "mirrored"],
                       "none: one device; mirrored: MirroredStrategy over all visible GPUs (or CPUs).")
-    flags.DEFINE_integer("seed", 0, "Random seed for data splits, noise, initialisation and shuffling.")
+    flags.DEFINE_integer("seed", 0, "Random seed for data splits, noise, initialisation and shuffling.",
+                         lower_bound=0, upper_bound=2**32 - 1)
     flags.DEFINE_string("output_dir", d["output_dir"], "Where metrics.json, saved_model/, schedule.npz, "
                         "TensorBoard logs and checkpoints go.")
     flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")

@@ -78,6 +78,8 @@ def test_upper_update_defaults_are_the_methods_reference_settings(parse, args, o
     (["--method=equal", "--aux_weights=colour=2"], "colour"),
     (["--method=gcs", "--method_args=temperature=2"], "'temperature'"),
     (["--lr=nan"], "--lr"),
+    (["--output_dir="], "--output_dir is empty"),
+    (["--output_dir=@a_file"], "is a file"),
     (["--upper_clipnorm=inf"], "--upper_clipnorm"),
     (["--method=equal", "--aux_weights=rotation=nan"], "--aux_weights"),
     (["--method=equal", "--aux_weights=rotation=-1"], "'rotation'"),
@@ -86,14 +88,17 @@ def test_upper_update_defaults_are_the_methods_reference_settings(parse, args, o
     (["--encoder=convnet4", "--dataset=movielens_100k", "--data_dir=/no/such/dir"], "/no/such/dir"),
 ])
 def test_bad_input_is_one_clear_sentence(tmp_path, parse, args, words):
+    (tmp_path / "a_file").write_text("not a folder")
+    args = [a.replace("@", f"{tmp_path}/") for a in args]
     with pytest.raises(SystemExit) as stop:
-        experiment.main_with_errors(parse(*args, f"--output_dir={tmp_path}", *FAST))
+        experiment.main_with_errors(parse(f"--output_dir={tmp_path}", *args, *FAST))
     message = str(stop.value)
     assert words in message and message.count("\n") == 0, message
 
 
 @pytest.mark.parametrize("args, words", [(["--method=nope"], "method"), (["--epochs=0"], "epochs"),
-                                         (["--noise_rate=1.5"], "noise_rate")])
+                                         (["--noise_rate=1.5"], "noise_rate"), ([f"--seed={2**32}"], "seed"),
+                                         (["--seed=-1"], "seed")])
 def test_bad_flag_values_are_refused_when_parsed(parse, args, words):
     with pytest.raises(flags.IllegalFlagValueError, match=words):
         parse(*args)
