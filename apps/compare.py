@@ -138,10 +138,12 @@ def collect(output_dir, methods, seeds):
         runs[method] = []
         for seed in seeds:
             path = os.path.join(run_dir(output_dir, method, seed), "metrics.json")
-            if os.path.exists(path) and run_status(run_dir(output_dir, method, seed)) != "diverged":
+            if os.path.exists(path):
                 try:
                     with open(path) as f:
                         metrics = json.load(f)
+                    if metrics.get("status", "ok") == "diverged":  # a failed run, not a number
+                        continue
                     float(metrics["test"]), metrics["primary_metric"]
                 except (ValueError, TypeError, KeyError) as e:
                     raise CompareError(f"{path} is not a metrics.json of an experiment run ({e}).") from None

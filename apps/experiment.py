@@ -207,7 +207,9 @@ def run(flags, extra_callbacks=()):
     earlier = earlier_history(os.path.join(out, "history.csv"), first_epoch)
     best_path = os.path.join(out, "best.weights.h5")
     best_so_far = ((max if mode == "max" else min)(earlier[monitor]) if earlier.get(monitor) else None)
+    divergence = DivergenceMonitor()
     callbacks = [
+        divergence,
         keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode=mode, save_best_only=True,
                                         save_weights_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
@@ -215,8 +217,6 @@ def run(flags, extra_callbacks=()):
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
         *extra_callbacks,
     ]
-    divergence = DivergenceMonitor()
-    callbacks.insert(0, divergence)
     recorder = None
     if model.scheduler.bilevel:  # sampled examples' weights and JTDS loss filter, every epoch
         recorder = ScheduleRecorder(data.train_eval(256), data.num_train, seed=flags.seed,
@@ -262,7 +262,7 @@ def run(flags, extra_callbacks=()):
                             labelled=data.labelled)
     best = (max if mode == "max" else min)(values) if values else None
     metrics = {
-        "status": "ok", **{k: v for k, v in common.items() if k not in ("flags", "history")},
+        "status": "ok", **common,
         "selection": (f"validation {metric} of target '{model.primary.name}'" if model.num_targets == 1 else
                       f"validation {metric}: the mean of the {model.num_targets} targets' "
                       + ", ".join(f"{t.name}_{t.metric_name}" for t in model.targets)),
@@ -271,7 +271,6 @@ def run(flags, extra_callbacks=()):
         "wall_seconds": round(time.time() - start, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "num_train": data.num_train, "num_dev": data.num_dev, "num_val": data.num_val, "num_test": data.num_test,
-        "flags": common["flags"], "history": common["history"],
     }
     write_metrics(out, metrics)
     return metrics

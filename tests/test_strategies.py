@@ -11,7 +11,7 @@ from tfaux import strategies
 import toy
 
 
-@pytest.mark.parametrize("name", sorted(strategies.BY_NAME))
+@pytest.mark.parametrize("name", sorted(strategies.METHODS))
 def test_every_strategy_learns_the_primary_task_through_fit(name):
     keras.utils.set_random_seed(0)
     model = toy.model(strategies.get(name))

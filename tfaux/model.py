@@ -53,6 +53,13 @@ class Forward:
     task_losses: list = None
 
 
+def _mask(batch, name, labels):
+    """[B] float mask of task `name` in the batch (all ones when the batch has none)."""
+    mask = batch.get("mask", {}).get(name)
+    mask = tf.ones(tf.shape(labels)[:1], tf.float32) if mask is None else tf.cast(mask, tf.float32)
+    return tf.reshape(mask, [-1])
+
+
 class StrategyEpochHook(keras.callbacks.Callback):
     """Calls `strategy.on_epoch_end(epoch)`; AuxiliaryModel.fit puts it first, so it runs
     before the callbacks that save the run (BackupAndRestore, checkpoints)."""
@@ -194,27 +201,28 @@ class AuxiliaryModel(keras.Model):
             if task.name not in labels:
                 raise ValueError(f"Batch has no labels for task '{task.name}'.")
             y = labels[task.name]
-            mask = batch.get("mask", {}).get(task.name)
-            mask = tf.ones(tf.shape(y)[:1], tf.float32) if mask is None else tf.cast(mask, tf.float32)
-            mask = tf.reshape(mask, [-1])
+            mask = _mask(batch, task.name, y)
             if not active:
                 zeros = tf.zeros_like(mask)
                 losses.append(zeros), masks.append(zeros), outputs.append(None)
                 features.append(None)
                 continue
-            key = task.input_key
-            if key not in encoded:
-                x = batch["x"] if key is None else batch["task_x"][key]
-                encoded[key] = self.encoder(x, training=training)
-            out = head(encoded[key], training=training)
+            out = head(self._encoded(batch, task.input_key, encoded, training), training=training)
             losses.append(task.per_example_loss(y, out) * mask)
             masks.append(mask)
-            features.append(encoded[key])
+            features.append(encoded[task.input_key])
             outputs.append(out)
         some = next(f for f in features if f is not None)
         features = [tf.zeros_like(some) if f is None else f for f in features]
         return Forward(tf.stack(losses, 1), tf.stack(masks, 1), tf.stack(features, 1), outputs, encoded, labels,
                        task_losses=losses)
+
+    def _encoded(self, batch, key, encoded, training):
+        """The encoder's features of the input `key` reads (batch["x"] for None), computed once
+        per batch and kept in `encoded`."""
+        if key not in encoded:
+            encoded[key] = self.encoder(batch["x"] if key is None else batch["task_x"][key], training=training)
+        return encoded[key]
 
     def task_losses(self, batch, training, all_tasks=False):
         """Per-example loss matrix [B, T] (zero where masked), masks, features [B, T, d], outputs."""
@@ -258,14 +266,9 @@ class AuxiliaryModel(keras.Model):
         for task, head in zip(self.targets, self.heads):
             if task.name not in batch["labels"]:
                 raise ValueError(f"Dev batch has no labels for target task '{task.name}'.")
-            key = task.input_key
-            if key not in encoded:
-                encoded[key] = self.encoder(batch["x"] if key is None else batch["task_x"][key], training=True)
-            out = head(encoded[key], training=True)
+            out = head(self._encoded(batch, task.input_key, encoded, training=True), training=True)
             y = batch["labels"][task.name]
-            mask = batch.get("mask", {}).get(task.name)
-            mask = tf.ones(tf.shape(y)[:1], tf.float32) if mask is None else tf.cast(mask, tf.float32)
-            mask = tf.reshape(mask, [-1])
+            mask = _mask(batch, task.name, y)
             count = distribute.replica_sum(tf.reduce_sum(mask))
             total += tf.reduce_sum(task.per_example_loss(y, out) * mask) / tf.maximum(count, 1.0)
         return total / float(self.num_targets)

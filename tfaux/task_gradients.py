@@ -18,8 +18,6 @@ def task_objectives(tape, context):
     Each L_k is built from task k's own loss vector, so its gradient runs through head k only
     (from a column of the stacked matrix, zeros would flow back through every other head)."""
     with tape:  # keep recording, so each L_k is differentiable
-        if context.live_task_losses is None:
-            return tf.unstack(tf.reduce_sum(context.live_losses * context.masks, 0) / context.global_batch)
         return [tf.reduce_sum(l * context.masks[:, k]) / context.global_batch
                 for k, l in enumerate(context.live_task_losses)]
 

@@ -68,8 +68,6 @@ METHODS = {
                          "(Lin et al. 2019)"),
 }
 
-BY_NAME = {name: (lambda name=name, **kwargs: get(name, **kwargs)) for name in METHODS}
-
 
 class MethodError(ValueError):
     """A --method / --method_args problem; the message is one sentence."""
