@@ -8,6 +8,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import time
 
 import keras
@@ -17,8 +18,10 @@ from absl import app, logging
 
 import pipelines
 import tfaux
+from apps import run_dir
 from pipelines.errors import DataError
 from tfaux import hypergrad, models, schedule
+from tfaux.backup import BackupError, BestWeights, EpochBackup, finished_epochs, write_json_atomically
 from tfaux.callbacks import DivergenceMonitor, ScheduleRecorder
 
 
@@ -148,19 +151,16 @@ def check_numbers(flags):
 
 
 def write_metrics(out, metrics):
-    """metrics.json, strictly valid JSON (NaN and infinity are refused, not written)."""
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, allow_nan=False)
+    """metrics.json, strictly valid JSON (NaN and infinity are refused, not written), replaced
+    atomically: a kill while writing leaves the previous state, never a partial file."""
+    write_json_atomically(os.path.join(out, "metrics.json"), metrics)
 
 
-def resumed_epoch(backup_dir):
-    """Epochs already finished by the interrupted run whose Keras BackupAndRestore backup
-    lies in backup_dir (its training_metadata.json); 0 when there is none."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
+def _complete(row):
+    try:
+        return None not in row and all(v not in (None, "") for v in row.values()) and int(row["epoch"]) >= 0
+    except ValueError:
+        return False
 
 
 def earlier_history(path, epochs):
@@ -172,7 +172,8 @@ def earlier_history(path, epochs):
         return {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames, [r for r in reader if int(r["epoch"]) < epochs]
+        fields = reader.fieldnames
+        rows = [r for r in reader if _complete(r) and int(r["epoch"]) < epochs]  # (a kill may cut the last row)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -184,36 +185,37 @@ def run(flags, extra_callbacks=()):
     """Train, select by validation (seed 000, Eq. 1), test, export. Returns the metrics dict.
 
     An interrupted run started again with the same flags resumes after its last finished
-    epoch (Keras BackupAndRestore: weights, both optimizers, the scheduler) and finishes as
-    the uninterrupted run would: every epoch's batches are a function of (seed, epoch),
-    the history so far comes back from history.csv and selection continues from its best."""
-    start = time.time()
+    epoch (tfaux.backup: weights, both optimizers, the scheduler, written atomically) and
+    finishes as the uninterrupted run would: every epoch's batches are a function of
+    (seed, epoch), the history so far comes back from history.csv and selection continues
+    from its best. The folder is locked while the run uses it (apps.run_dir)."""
     check_numbers(flags)
-    if not flags.output_dir.strip():
-        raise ConfigError("--output_dir is empty; name a folder for the run's outputs.")
-    out = os.path.abspath(flags.output_dir)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--output_dir={flags.output_dir} is a file, not a folder; choose another path.")
-    os.makedirs(out, exist_ok=True)
+    out = run_dir.checked_path(flags.output_dir)
     data = load_data(flags)
     with distribution(flags.distribute).scope():
         model = build_model(flags, data)
+    defining = {name: _json_value(flags[name].value) for name in flags_used(flags)}
+    with run_dir.Claim(out, defining, overwrite=flags.overwrite):
+        return _train_and_report(flags, out, data, model, extra_callbacks)
+
+
+def _train_and_report(flags, out, data, model, extra_callbacks):
+    start = time.time()
     monitor, mode = model.selection_metric
-    backup_dir = os.path.join(out, "backup")
-    first_epoch = resumed_epoch(backup_dir)
-    if first_epoch >= flags.epochs:
+    backup = EpochBackup(os.path.join(out, "backup"))
+    first_epoch = finished_epochs(backup.backup_dir)
+    if first_epoch > flags.epochs:
         raise ConfigError(f"--epochs={flags.epochs} but the interrupted run in {out} already finished "
-                          f"{first_epoch} epochs; raise --epochs or use a new --output_dir.")
+                          f"{first_epoch} epochs; raise --epochs or pass --overwrite.")
     earlier = earlier_history(os.path.join(out, "history.csv"), first_epoch)
     best_path = os.path.join(out, "best.weights.h5")
     best_so_far = ((max if mode == "max" else min)(earlier[monitor]) if earlier.get(monitor) else None)
     divergence = DivergenceMonitor()
     callbacks = [
         divergence,
-        keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode=mode, save_best_only=True,
-                                        save_weights_only=True, initial_value_threshold=best_so_far),
+        BestWeights(best_path, monitor=monitor, mode=mode, best=best_so_far),
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
-        keras.callbacks.BackupAndRestore(backup_dir),
+        backup,  # last of ours: an epoch counts as finished once everything above is written
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
         *extra_callbacks,
     ]
@@ -226,16 +228,21 @@ def run(flags, extra_callbacks=()):
         recorder.resume(first_epoch)
         callbacks.insert(1, recorder)  # saved before the backup marks the epoch finished
     epochs = dict(epochs=flags.epochs, initial_epoch=first_epoch)
-    if not model.scheduler.bilevel:
+    if first_epoch == flags.epochs:  # killed after its last epoch: only the results are missing
+        backup.set_model(model)
+        backup.restore()
+        history = {}
+    elif not model.scheduler.bilevel:
         train = data.train(flags.batch_size, **epochs)
     elif model.scheduler.upper_data == "train":  # the upper objective on a reordered training set
         train = data.train_with_reordered(flags.batch_size, flags.dev_batch_size, **epochs)
     else:
         train = data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs)
-    history = model.fit(train, validation_data=data.val(256), epochs=flags.epochs, callbacks=callbacks,
-                        steps_per_epoch=data.steps_per_epoch(flags.batch_size), verbose=flags.verbose,
-                        shuffle=False)  # the pipeline shuffles
-    history = {k: earlier.get(k, []) + list(v) for k, v in history.history.items()}
+    if first_epoch < flags.epochs:
+        history = model.fit(train, validation_data=data.val(256), epochs=flags.epochs, initial_epoch=first_epoch,
+                            callbacks=callbacks, steps_per_epoch=data.steps_per_epoch(flags.batch_size),
+                            verbose=flags.verbose, shuffle=False).history  # (the pipeline shuffles)
+    history = {k: earlier.get(k, []) + list(history.get(k, [])) for k in dict.fromkeys([*history, *earlier])}
     metric = monitor[len("val_"):]
     common = {
         "method": flags.method, "dataset": flags.dataset, "primary_metric": metric,
@@ -247,6 +254,7 @@ def run(flags, extra_callbacks=()):
         where = divergence.diverged
         write_metrics(out, {"status": "diverged", "diverged": where, **common,
                             "wall_seconds": round(time.time() - start, 2)})
+        backup.remove()
         raise DivergedError(f"training diverged at epoch {where['epoch']}, step {where['step']} (loss "
                             f"{where['loss']}); nothing was exported and {out}/metrics.json records "
                             "status 'diverged' (lower --lr or check the data).")
@@ -254,12 +262,13 @@ def run(flags, extra_callbacks=()):
     if os.path.exists(best_path):
         model.load_weights(best_path)
     test = model.evaluate(data.test(256), return_dict=True, verbose=0)
-    tfaux.export_primary(model, os.path.join(out, "saved_model"))
+    export_atomically(model, os.path.join(out, "saved_model"), data)
     if model.scheduler.bilevel:
         weights = schedule.example_weights(model, data.train_eval(256), data.num_train)
-        np.savez_compressed(os.path.join(out, "schedule.npz"), weights=weights,
-                            tasks=np.array([t.name for t in model.tasks]), corrupted=data.corrupted,
-                            labelled=data.labelled)
+        partial = os.path.join(out, "schedule.partial.npz")
+        np.savez_compressed(partial, weights=weights, tasks=np.array([t.name for t in model.tasks]),
+                            corrupted=data.corrupted, labelled=data.labelled)
+        os.replace(partial, os.path.join(out, "schedule.npz"))
     best = (max if mode == "max" else min)(values) if values else None
     metrics = {
         "status": "ok", **common,
@@ -273,7 +282,17 @@ def run(flags, extra_callbacks=()):
         "num_train": data.num_train, "num_dev": data.num_dev, "num_val": data.num_val, "num_test": data.num_test,
     }
     write_metrics(out, metrics)
+    backup.remove()  # only now: a kill before this resumes without retraining
     return metrics
+
+
+def export_atomically(model, path, data):
+    """The primary-task SavedModel at `path`, written next to it and renamed into place."""
+    partial = f"{path}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    tfaux.export_primary(model, partial)
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(partial, path)
 
 
 def flags_used(flags):
@@ -285,7 +304,7 @@ def main_with_errors(flags):
     """Run; a data or configuration problem ends the program with one sentence."""
     try:
         metrics = run(flags)
-    except (DataError, ConfigError, DivergedError) as e:
+    except (DataError, ConfigError, DivergedError, run_dir.OutputDirError, BackupError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"{metrics['method']} on {metrics['dataset']}: best val {metrics['primary_metric']} "
           f"{metrics['best_val']:.4f}, test {metrics['test']:.4f} ({metrics['wall_seconds']:.0f} s); "

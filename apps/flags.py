@@ -75,4 +75,6 @@ def define_flags(**defaults):
                          lower_bound=0, upper_bound=2**32 - 1)
     flags.DEFINE_string("output_dir", d["output_dir"], "Where metrics.json, saved_model/, schedule.npz, "
                         "TensorBoard logs and checkpoints go.")
+    flags.DEFINE_boolean("overwrite", False, "Replace the run in --output_dir even when it was made with other "
+                         "flags (without it, such a folder is refused; the same flags resume or rerun it).")
     flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")

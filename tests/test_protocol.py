@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import tfaux
 from tfaux import strategies
+from tfaux.backup import EpochBackup
 from tfaux.strategies.base import Strategy
 
 N, DIM = 64, 6
@@ -270,7 +271,7 @@ def _trained(name, backup, stop=None):
     keras.utils.set_random_seed(0)
     model = _model(strategies.get(name), lr=0.05)
     train, _ = _streams()
-    callbacks = [keras.callbacks.BackupAndRestore(str(backup))] + ([_StopAfterEpoch(stop)] if stop else [])
+    callbacks = [EpochBackup(str(backup))] + ([_StopAfterEpoch(stop)] if stop else [])
     model.fit(train, epochs=3, verbose=0, callbacks=callbacks)
     return model
 

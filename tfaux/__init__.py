@@ -6,10 +6,11 @@ gradient-space baselines the papers compare against (Uncertainty, DWA, GradNorm,
 """
 
 from tfaux import hypergrad, solvers, strategies, task_gradients, upper
-from tfaux import callbacks, models, schedule
+from tfaux import backup, callbacks, models, schedule
 from tfaux.export import export_primary, load_serving
 from tfaux.model import AuxiliaryModel
 from tfaux.tasks import Task, ordered, primary_task, target_tasks
 
 __all__ = ["AuxiliaryModel", "Task", "export_primary", "load_serving", "hypergrad", "solvers", "strategies",
-           "task_gradients", "upper", "ordered", "primary_task", "target_tasks", "models", "schedule", "callbacks"]
+           "task_gradients", "upper", "ordered", "primary_task", "target_tasks", "models", "schedule", "callbacks",
+           "backup"]
