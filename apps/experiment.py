@@ -92,9 +92,14 @@ def build_encoder(flags, data):
                           "none (use --encoder=auto).")
     if flags.encoder in DICT_ENCODERS:
         return getattr(models, f"{flags.encoder}_encoder" if flags.encoder == "tabular" else flags.encoder)(spec)
+    if flags.encoder_weights and flags.encoder != "resnet18":
+        raise ConfigError(f"--encoder_weights is for --encoder=resnet18 only, not --encoder={flags.encoder}.")
     if flags.encoder == "resnet18":
         stem = "cifar" if spec.shape[0] <= 64 else "imagenet"
-        return models.resnet18(stem=stem, weights=flags.encoder_weights)
+        try:
+            return models.resnet18(stem=stem, weights=flags.encoder_weights)
+        except ValueError as e:
+            raise ConfigError(f"--encoder_weights: {e}") from None
     return {"convnet4": models.convnet4, "lenet": models.lenet, "mlp": models.mlp_encoder}[flags.encoder]()
 
 
@@ -290,7 +295,7 @@ def export_atomically(model, path, data):
     """The primary-task SavedModel at `path`, written next to it and renamed into place."""
     partial = f"{path}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    tfaux.export_primary(model, partial)
+    tfaux.export_primary(model, partial, vocabularies=data.vocabularies)
     shutil.rmtree(path, ignore_errors=True)
     os.rename(partial, path)
 

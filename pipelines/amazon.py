@@ -19,7 +19,7 @@ import numpy as np
 
 from pipelines import images
 from pipelines.errors import DataError
-from pipelines.movielens import ratings_source
+from pipelines.movielens import check_scale, ratings_source
 
 REVIEW_PATTERNS = ("reviews_{}_5.json", "reviews_{}.json", "{}_5.json", "{}.json")
 FIELDS = ("reviewerID", "asin", "overall", "unixReviewTime")
@@ -91,7 +91,7 @@ def load_amazon(data_dir=None, category=None, drop_neutral=False):
     if not os.path.exists(data_dir):
         raise DataError(f"--data_dir '{data_dir}' for amazon does not exist.")
     reviews, meta = _find_files(data_dir, category)
-    cols = {f: [] for f in FIELDS}
+    cols, lines = {f: [] for f in FIELDS}, []
     for i, rec in _json_lines(reviews):
         try:
             vals = [rec[f] for f in FIELDS]
@@ -102,12 +102,11 @@ def load_amazon(data_dir=None, category=None, drop_neutral=False):
             raise images.bad_line(reviews, i, "fields 'overall' and 'unixReviewTime' must be numbers") from None
         for f, v in zip(FIELDS, vals):
             cols[f].append(v)
+        lines.append(i)
     if not cols["asin"]:
         raise DataError(f"File '{os.path.basename(reviews)}' holds no reviews.")
     user, item = np.array(cols["reviewerID"]), np.array(cols["asin"])
-    rating = np.array(cols["overall"], np.float32)
-    if rating.min() < 0 or rating.max() > 5:
-        raise DataError(f"File '{os.path.basename(reviews)}' field 'overall' must lie in 0..5.")
+    rating = check_scale(reviews, np.array(cols["overall"], np.float32), 1, 5, lines)
     feats = {}
     if meta:
         leaf = {}

@@ -42,6 +42,8 @@ class Source:
     augment:  TF fn on one training x in [0, 1]: augment(x) or augment(x, seed) where
               seed is an int64 [2] tensor for tf.image.stateless_random_* ops.
     time:     [N] timestamps for chronological splits, or None.
+    vocabularies: {feature key: [n] raw ids}, for features that are indices 0..n-1 into the
+              dataset's own ids (MovieLens user / item); the exported model serves raw ids.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Source:
     image_shape: tuple | None = None
     augment: Callable | None = None
     time: np.ndarray | None = None
+    vocabularies: dict | None = None
 
     @property
     def num_examples(self):
@@ -177,7 +180,8 @@ class AuxDataset:
     num_train / num_dev / num_val / num_test, corrupted / labelled / clean_train_labels /
     train_labels ([num_train] arrays indexed by train id; train_labels are the primary
     labels as served, 0 where unlabelled), indices ({split: source row of each id}),
-    setting, aux (the pipelines.aux_source.AuxInput of --aux_dataset, or None) and
+    setting, vocabularies (Source.vocabularies), aux (the pipelines.aux_source.AuxInput
+    of --aux_dataset, or None) and
     aux_indices ({split: row of aux.rows paired with each id}, the fixed pairing every
     pipeline but `train` uses; {} without an auxiliary dataset). Built by
     pipelines.settings.make_dataset.
@@ -202,6 +206,7 @@ class AuxDataset:
         self.clean_train_labels, self.train_labels = clean_train_labels, train_labels
         self.aux = aux
         self.aux_indices = aux_indices or {}
+        self.vocabularies = dict(source.vocabularies or {})
         self._source = source
         self._parts = parts
         self._rotation = any(t.input_key == rotation.NAME for t in tasks)

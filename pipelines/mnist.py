@@ -6,6 +6,7 @@ setting splits them.
 """
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -44,10 +45,12 @@ def read_idx(path, magic):
         raise DataError(f"File {path} has magic number 0x{found:08X}, expected 0x{magic:08X} "
                         f"({'images' if magic == IMAGES_MAGIC else 'labels'} idx file).")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    if 0 in dims:
+        raise DataError(f"File {path} has a header announcing dimensions {dims}; none may be 0.")
     body = len(data) - 4 - 4 * ndim
-    if body != int(np.prod(dims)):
+    if body != math.prod(dims):  # (Python integers: a forged header cannot overflow)
         what = (f"{dims[0]} images of {dims[1]}x{dims[2]}" if ndim == 3 else f"{dims[0]} labels")
-        problem = "is truncated" if body < np.prod(dims) else "has trailing bytes"
+        problem = "is truncated" if body < math.prod(dims) else "has trailing bytes"
         raise DataError(f"File {path} {problem}: its header announces {what} but it holds {body:,} bytes of "
                         f"{'pixels' if ndim == 3 else 'labels'}.")
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)

@@ -58,6 +58,17 @@ def _column(path, rows, col, dtype, offset=1):
         raise
 
 
+def check_scale(path, rating, low, high, lines=None):
+    """Refuse a rating outside the dataset's scale [low, high] (or not a number), naming the
+    first such line (`lines[i]`: the line of rating i; default i + 1)."""
+    bad = np.flatnonzero(~((rating >= low) & (rating <= high)))
+    if bad.size:
+        i = int(bad[0])
+        raise images.bad_line(path, lines[i] if lines is not None else i + 1,
+                              f"rating {rating[i]:g} lies outside the dataset's scale {low:g}..{high:g}")
+    return rating
+
+
 def _lookup(table, keys, path, what):
     """table[k] for each key, or a DataError naming the file that lacks one."""
     missing = [k for k in np.unique(keys) if k not in table]
@@ -86,7 +97,7 @@ def _raw_100k(root):
     path = images.require_file(root, "u.data")
     r = _rows(path, "\t", 4)
     user, item = _column(path, r, 0, np.int64), _column(path, r, 1, np.int64)
-    rating, time = _column(path, r, 2, np.float32), _column(path, r, 3, np.int64)
+    rating, time = check_scale(path, _column(path, r, 2, np.float32), 1, 5), _column(path, r, 3, np.int64)
     upath = images.require_file(root, "u.user")
     u = _check_ints(upath, _rows(upath, "|", 5), (0, 1))
     occupations = sorted({row[3] for row in u})
@@ -114,7 +125,7 @@ def _raw_1m(root):
     path = images.require_file(root, "ratings.dat")
     r = _rows(path, "::", 4, encoding="latin-1")
     user, item = _column(path, r, 0, np.int64), _column(path, r, 1, np.int64)
-    rating, time = _column(path, r, 2, np.float32), _column(path, r, 3, np.int64)
+    rating, time = check_scale(path, _column(path, r, 2, np.float32), 1, 5), _column(path, r, 3, np.int64)
     upath = images.require_file(root, "users.dat")
     users = {}
     for i, row in enumerate(_check_ints(upath, _rows(upath, "::", 5, encoding="latin-1"), (0, 2, 3)), start=1):
@@ -154,6 +165,7 @@ def _raw_latest(root):
     r = _csv(path, ["userId", "movieId", "rating", "timestamp"])
     user, item = _column(path, r, 0, np.int64, 2), _column(path, r, 1, np.int64, 2)
     rating, time = _column(path, r, 2, np.float32, 2), _column(path, r, 3, np.int64, 2)
+    check_scale(path, rating, 0.5, 5, lines=np.arange(len(rating)) + 2)  # (line 1 is the header)
     mpath = images.require_file(root, "movies.csv")
     m = _check_ints(mpath, _csv(mpath, ["movieId", "title", "genres"]), (0,))
     hot = _multi_hot([row[2].split("|") for row in m], GENRES_LATEST, mpath)
@@ -201,14 +213,15 @@ def ratings_source(name, user, item, rating, time, feats, drop_neutral):
     keep = rating != 3 if drop_neutral else np.ones(len(rating), bool)
     if not keep.any():
         raise DataError(f"{name} has no ratings left after 'drop_neutral' removed the 3s.")
-    features = {"user": np.unique(user[keep], return_inverse=True)[1].astype(np.int32),
-                "item": np.unique(item[keep], return_inverse=True)[1].astype(np.int32),
+    (users, user_index), (items, item_index) = (np.unique(ids[keep], return_inverse=True) for ids in (user, item))
+    features = {"user": user_index.astype(np.int32), "item": item_index.astype(np.int32),
                 **{k: v[keep] for k, v in feats.items()}}
     rating = rating[keep].astype(np.float32)
     tasks = [Task("rating", role="primary", kind="regression"), Task("click", role="auxiliary", kind="binary")]
     return Source(name=name, tasks=tasks, features=features,
                   labels={"rating": rating, "click": (rating > 3).astype(np.float32)}, official_split=None,
-                  decode=None, is_image=False, image_shape=None, augment=None, time=time[keep].astype(np.int64))
+                  decode=None, is_image=False, image_shape=None, augment=None, time=time[keep].astype(np.int64),
+                  vocabularies={"user": users, "item": items})
 
 
 def load_movielens(variant, data_dir=None, drop_neutral=False):

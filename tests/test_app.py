@@ -139,7 +139,9 @@ def test_app_trains_recommendation_data_with_the_tabular_encoder(tmp_path, parse
     test_y = np.concatenate([b["labels"]["rating"].numpy() for b in data.test(4096)])
     baseline = float(np.sqrt(np.mean((test_y - train_y.mean()) ** 2)))
     assert metrics["test"] < baseline, (metrics["test"], baseline)
-    served = tfaux.load_serving(out / "saved_model")(next(iter(data.test(8)))["x"])
+    x = {k: v.numpy() for k, v in next(iter(data.test(8)))["x"].items()}
+    raw = {**x, **{k: data.vocabularies[k][x[k]] for k in ("user", "item")}}  # served: the dataset's own ids
+    served = tfaux.load_serving(out / "saved_model")(raw)
     assert served["prediction"].shape == (8,)
 
 

@@ -131,6 +131,15 @@ def test_idx_errors_name_the_file(tmp_path):
         load_mnist(tmp_path)
 
 
+@pytest.mark.parametrize("dims, words", [((0, 28, 28), "none may be 0"), ((5, 0, 28), "none may be 0"),
+                                         ((2**32 - 1,) * 3, "truncated: its header announces 4294967295 images")])
+def test_idx_headers_with_zero_or_huge_dimensions_are_refused(tmp_path, dims, words):
+    images = _idx_dir(tmp_path) / "t10k-images-idx3-ubyte"
+    images.write_bytes(struct.pack(">I", IMAGES_MAGIC) + struct.pack(">3I", *dims) + bytes(100))
+    with pytest.raises(DataError, match=words):
+        load_mnist(tmp_path)
+
+
 def test_idx_count_mismatch_and_missing(tmp_path):
     _idx_dir(tmp_path, n_images=5, n_labels=4)
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz holds 4 labels but .*t10k-images"):

@@ -366,6 +366,18 @@ def test_movielens_100k_raw(tmp_path):
     expect_error(lambda: movielens.load_movielens_100k(str(d)), "u.item")
 
 
+@pytest.mark.parametrize("rating", ["1e30", "-50", "0", "6", "nan"])
+def test_ratings_outside_the_scale_name_file_and_line(tmp_path, rating):
+    write(tmp_path / "u.data", f"1\t10\t5\t100\n1\t20\t{rating}\t101\n")
+    expect_error(lambda: movielens.load_movielens_100k(str(tmp_path)), "u.data", "line 2", "scale 1..5")
+    write(tmp_path / "ratings.csv", f"userId,movieId,rating,timestamp\n1,1,4.0,9\n1,3,{rating},9\n")
+    expect_error(lambda: movielens.load_movielens_latest_small(str(tmp_path)), "ratings.csv", "line 3",
+                 "scale 0.5..5")
+    review = {"reviewerID": "A1", "asin": "B1", "overall": float(rating), "unixReviewTime": 1}
+    write(tmp_path / "Toys.json", json.dumps({**review, "overall": 4.0}) + "\n\n" + json.dumps(review) + "\n")
+    expect_error(lambda: amazon.load_amazon(str(tmp_path), category="Toys"), "Toys.json", "line 3", "scale 1..5")
+
+
 def test_movielens_1m_raw(tmp_path):
     write(tmp_path / "ratings.dat", "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in ML_RATINGS), "latin-1")
     write(tmp_path / "users.dat", "1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n", "latin-1")

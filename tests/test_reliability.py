@@ -129,3 +129,16 @@ def test_the_history_of_a_run_killed_while_logging_drops_the_cut_row(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss,val_primary_accuracy\n0,1.5,0.5\n1,1.2,0.6\n2,1.")
     assert experiment.earlier_history(str(path), 3) == {"loss": [1.5, 1.2], "val_primary_accuracy": [0.5, 0.6]}
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "other encoder"])
+def test_bad_encoder_weights_are_one_sentence(tmp_path, parse, case):
+    weights = tmp_path / "resnet.weights.h5"
+    if case != "missing":
+        weights.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    encoder = "convnet4" if case == "other encoder" else "resnet18"
+    with pytest.raises(SystemExit) as stop:
+        experiment.main_with_errors(parse(*STL, f"--encoder={encoder}", f"--encoder_weights={weights}",
+                                          f"--output_dir={tmp_path / 'run'}"))
+    assert "--encoder_weights" in _one_sentence(stop)
+    assert not (tmp_path / "run").exists()  # refused before the folder was touched

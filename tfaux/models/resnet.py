@@ -69,5 +69,10 @@ def resnet18(stem="cifar", weights=None, input_shape=(None, None, 3), name="resn
     features = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
     model = keras.Model(inputs, features, name=name)
     if weights is not None:
-        model.load_weights(weights)
+        try:
+            model.load_weights(weights)
+        except Exception as e:  # h5py / keras: truncated, not HDF5, or another architecture
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"resnet18 weights file '{weights}' cannot be loaded into a {stem}-stem "
+                             f"ResNet-18 ({reason}).") from None
     return model
