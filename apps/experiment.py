@@ -23,6 +23,7 @@ from pipelines.errors import DataError
 from tfaux import hypergrad, models, schedule
 from tfaux.backup import BackupError, BestWeights, EpochBackup, finished_epochs, write_json_atomically
 from tfaux.callbacks import DivergenceMonitor, ScheduleRecorder
+from tfaux.tasks import with_roles
 
 
 class ConfigError(ValueError):
@@ -125,10 +126,14 @@ def build_model(flags, data):
     solver = (hypergrad.ConjugateGradient(iterations=flags.cg_iterations) if flags.solver == "cg"
               else hypergrad.Neumann(terms=flags.neumann_terms, alpha=flags.neumann_alpha))
     keras.utils.set_random_seed(flags.seed)
-    strategy = build_strategy(flags, data.tasks)
+    try:
+        tasks = with_roles(data.tasks, flags.target_tasks, flags.privileged_tasks)
+    except ValueError as e:
+        raise ConfigError(f"--target_tasks / --privileged_tasks: {e}") from None
+    strategy = build_strategy(flags, tasks)
     upper = upper_settings(flags, strategy)
     try:
-        model = tfaux.AuxiliaryModel(build_encoder(flags, data), data.tasks, strategy,
+        model = tfaux.AuxiliaryModel(build_encoder(flags, data), tasks, strategy,
                                      input_spec=data.input_spec, num_examples=data.num_train,
                                      upper_interval=flags.upper_interval, solver=solver,
                                      hessian_scope=flags.hessian_scope, upper=upper)

@@ -63,6 +63,10 @@ def define_flags(**defaults):
     flags.DEFINE_string("aux_data_dir", None, "Raw files of --aux_dataset (unset: a prepared TFDS copy).")
     flags.DEFINE_enum("noise_kind", "uniform", ["uniform", "pair_flip"], "How corrupted labels are drawn.")
     flags.DEFINE_boolean("rotation", d["rotation"], "Add the 4-way rotation auxiliary task (image datasets).")
+    flags.DEFINE_list("target_tasks", [], "Target tasks by name (seed 004; the first is exported; selection uses "
+                      "their mean metric); unset: the dataset's primary task.")
+    flags.DEFINE_list("privileged_tasks", None, "Auxiliary (privileged) tasks to train with, by name; unset: every "
+                      "task that is not a target.")
     flags.DEFINE_string("aux_weights", "", "Equal: fixed task weights as name=value,... (default 1 each).")
     flags.DEFINE_enum("encoder", d["encoder"], ["auto", "convnet4", "resnet18", "lenet", "mlp", "tabular", "autoint"],
                       "Shared encoder (backbone); auto: ConvNet-4 for images, tabular (feature "

@@ -37,7 +37,7 @@ def _train(strategy, method, initial=None):
     return start, model
 
 
-@pytest.mark.parametrize("method", ["jtds", "jtds_normalized", "njtds", "gcs", "mgda", "adaloss"])
+@pytest.mark.parametrize("method", ["jtds", "jtds_normalized", "njtds", "gcs", "mgda", "ptl", "adaloss"])
 def test_mirrored_two_devices_equals_one_device(method, two_devices):
     start, single = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), method)
     _, mirrored = _train(two_devices, method, initial=start)

@@ -129,3 +129,28 @@ def ordered(tasks):
         raise ValueError(f"Task names must be unique; got {names}.")
     targets = target_tasks(tasks)
     return targets + [t for t in tasks if not t.is_primary]
+
+
+def with_roles(tasks, targets=(), privileged=None):
+    """The tasks with new roles: `targets` (names, in order; the first is exported) become
+    role "primary", the others "auxiliary" (seed 004's privileged tasks). `privileged` (names)
+    keeps only those auxiliaries (None: every other task). Empty `targets`: roles unchanged.
+    Unknown or repeated names raise ValueError naming them."""
+    tasks = list(tasks)
+    if not targets and privileged is None:
+        return tasks
+    by_name = {t.name: t for t in tasks}
+    targets = list(targets) or [t.name for t in tasks if t.is_primary]
+    privileged = [n for n in by_name if n not in targets] if privileged is None else list(privileged)
+    unknown = sorted(set(targets + privileged) - set(by_name))
+    if unknown:
+        raise ValueError(f"unknown task names {unknown}; the tasks are {sorted(by_name)}.")
+    both = sorted(set(targets) & set(privileged))
+    if both or len(set(targets)) != len(targets) or len(set(privileged)) != len(privileged):
+        raise ValueError(f"a task may be named once, as a target or as privileged; repeated: "
+                         f"{both or sorted(n for n in by_name if (targets + privileged).count(n) > 1)}.")
+    for name in targets:
+        if by_name[name].kind not in TARGET_KINDS:
+            raise ValueError(f"task '{name}' ({by_name[name].kind} labels) cannot be a target.")
+    return ([dataclasses.replace(by_name[n], role=PRIMARY) for n in targets]
+            + [dataclasses.replace(by_name[n], role=AUXILIARY) for n in privileged])

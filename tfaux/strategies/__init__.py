@@ -23,6 +23,7 @@ from tfaux.strategies.njtds import NJTDS
 from tfaux.strategies.pareto_mtl import ParetoMTL
 from tfaux.strategies.ol_aux import OLAux
 from tfaux.strategies.pcgrad import PCGrad
+from tfaux.strategies.ptl import PTL
 from tfaux.strategies.stl import STL
 from tfaux.strategies.uncertainty import Uncertainty
 
@@ -64,6 +65,8 @@ METHODS = {
                       "representation (Sener & Koltun 2018)"),
     "t_moomtl": Method(MGDA, dict(tasks="targets"), "t-MOOMTL: MGDA over the target tasks only, auxiliaries "
                        "not learned (seed 004)"),
+    "ptl": Method(PTL, {}, "PTL: MGDA on the shared representation whose privileged (auxiliary) tasks weigh at "
+                  "most c1 = 0.17 (seed 004, Eq. 12)"),
     "pareto_mtl": Method(ParetoMTL, {}, "Pareto-MTL: MGDA constrained to preference vector p of P "
                          "(Lin et al. 2019)"),
 }

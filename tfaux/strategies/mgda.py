@@ -98,7 +98,11 @@ class MGDA(Strategy):
             per_task = None
             gram = self._representation_gram(tg.representation_gradients(tape, objectives, context, tasks),
                                              context, tasks)
-        return min_norm_element(normalized_gram(gram, losses, self.normalize)), per_task
+        return self.combination_weights(normalized_gram(gram, losses, self.normalize)), per_task
+
+    def combination_weights(self, gram):
+        """alpha from the Gram matrix of the balanced tasks' gradients: the min-norm element."""
+        return min_norm_element(gram)
 
     def lower_gradients(self, tape, loss, losses, context, variables):
         del loss, losses
