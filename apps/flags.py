@@ -8,7 +8,8 @@ FLAGS = flags.FLAGS
 
 DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e-3, upper_optimizer=None,
                 upper_lr=None, upper_interval=20, dev_size=None, label_fraction=1.0, noise_rate=0.0, rotation=True,
-                encoder="auto", output_dir="runs/default", shots_per_class=0)
+                encoder="auto", output_dir="runs/default", shots_per_class=0, method_args="", target_tasks=(),
+                privileged_tasks=None)
 
 
 def define_flags(**defaults):
@@ -20,7 +21,7 @@ def define_flags(**defaults):
     d = {**DEFAULTS, **defaults}
     flags.DEFINE_enum("method", d["method"], list(tfaux.strategies.METHODS),
                       "How tasks and examples are weighted. " + tfaux.strategies.help_text() + ".")
-    flags.DEFINE_string("method_args", "", "Constructor arguments of the method as name=value,... (Python "
+    flags.DEFINE_string("method_args", d["method_args"], "Constructor arguments of the method as name=value,... (Python "
                         "literals, e.g. 'temperature=2.0' or 'hidden=(10,10)'); unset: the paper's defaults.")
     flags.DEFINE_string("dataset", d["dataset"], "Dataset name, as accepted by pipelines.load.")
     flags.DEFINE_string("data_dir", None, "Directory with the dataset's own raw files (e.g. the MNIST idx "
@@ -63,9 +64,9 @@ def define_flags(**defaults):
     flags.DEFINE_string("aux_data_dir", None, "Raw files of --aux_dataset (unset: a prepared TFDS copy).")
     flags.DEFINE_enum("noise_kind", "uniform", ["uniform", "pair_flip"], "How corrupted labels are drawn.")
     flags.DEFINE_boolean("rotation", d["rotation"], "Add the 4-way rotation auxiliary task (image datasets).")
-    flags.DEFINE_list("target_tasks", [], "Target tasks by name (seed 004; the first is exported; selection uses "
+    flags.DEFINE_list("target_tasks", list(d["target_tasks"]), "Target tasks by name (seed 004; the first is exported; selection uses "
                       "their mean metric); unset: the dataset's primary task.")
-    flags.DEFINE_list("privileged_tasks", None, "Auxiliary (privileged) tasks to train with, by name; unset: every "
+    flags.DEFINE_list("privileged_tasks", d["privileged_tasks"], "Auxiliary (privileged) tasks to train with, by name; unset: every "
                       "task that is not a target.")
     flags.DEFINE_string("aux_weights", "", "Equal: fixed task weights as name=value,... (default 1 each).")
     flags.DEFINE_enum("encoder", d["encoder"], ["auto", "convnet4", "resnet18", "lenet", "mlp", "tabular", "autoint"],

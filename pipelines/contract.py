@@ -44,6 +44,9 @@ class Source:
     time:     [N] timestamps for chronological splits, or None.
     vocabularies: {feature key: [n] raw ids}, for features that are indices 0..n-1 into the
               dataset's own ids (MovieLens user / item); the exported model serves raw ids.
+    masks:    {task name: [N] bool}, which examples carry a label for that task (e.g. CIFAR-100
+              as 20 five-way tasks: each image belongs to one task); None or a missing task:
+              every example does.
     """
 
     name: str
@@ -57,6 +60,13 @@ class Source:
     augment: Callable | None = None
     time: np.ndarray | None = None
     vocabularies: dict | None = None
+    masks: dict | None = None
+
+    def mask(self, task_name):
+        """[N] float32: 1 where the example has a label for the task."""
+        if self.masks is None or task_name not in self.masks:
+            return np.ones(self.num_examples, np.float32)
+        return np.asarray(self.masks[task_name]).astype(np.float32)
 
     @property
     def num_examples(self):
@@ -94,6 +104,11 @@ class Source:
                                 f"[0, {t.num_classes}).")
             if t.kind != "classification" and not np.all(np.isfinite(y.astype(np.float64))):
                 raise DataError(f"{where}: field labels['{t.name}'] holds non-finite values.")
+        for name, m in (self.masks or {}).items():
+            if name not in self.labels or np.shape(m) != (n,):
+                raise DataError(f"{where}: field masks['{name}'] must be a ({n},) array of a task's examples.")
+            if not np.any(m):
+                raise DataError(f"{where}: field masks['{name}'] marks no example as labelled.")
         for field in ("official_split", "time"):
             value = getattr(self, field)
             if value is not None and np.shape(value) != (n,):

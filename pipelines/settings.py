@@ -243,13 +243,15 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
 
     def part(rows, split):
         labels = {t.name: np.asarray(source.labels[t.name])[rows].astype(_label_dtype(t)) for t in source.tasks}
-        mask = {t.name: np.ones(len(rows), np.float32) for t in source.tasks}
+        mask = {t.name: source.mask(t.name)[rows] for t in source.tasks}
         if split == "train":
-            labels[primary.name], mask[primary.name] = served, labelled.astype(np.float32)
-        if split == "dev":
-            for t in source.tasks[1:]:
-                labels[t.name] = np.zeros_like(labels[t.name])
-                mask[t.name] = np.zeros(len(rows), np.float32)
+            labels[primary.name] = served
+            mask[primary.name] = mask[primary.name] * labelled.astype(np.float32)
+        if split == "dev":  # the upper level sees the target tasks' labels only
+            for t in source.tasks:
+                if not t.is_primary:
+                    labels[t.name] = np.zeros_like(labels[t.name])
+                    mask[t.name] = np.zeros(len(rows), np.float32)
         if aux is not None:  # the fixed pairing; train() redraws it every epoch
             labels[aux.task.name] = aux.labels[aux_indices[split]]
             mask[aux.task.name] = np.full(len(rows), 0.0 if split == "dev" else 1.0, np.float32)
