@@ -82,6 +82,8 @@ DICT_ENCODERS = ("tabular", "autoint")
 def build_encoder(flags, data):
     """The --encoder backbone, checked against the dataset's input kind."""
     spec = data.input_spec
+    if flags.encoder_weights and flags.encoder != "resnet18":
+        raise ConfigError(f"--encoder_weights is for --encoder=resnet18 only, not --encoder={flags.encoder}.")
     if flags.encoder == "auto":
         return models.for_input(spec)
     is_image = isinstance(spec, tf.TensorSpec) and len(spec.shape) == 3
@@ -93,8 +95,6 @@ def build_encoder(flags, data):
                           "none (use --encoder=auto).")
     if flags.encoder in DICT_ENCODERS:
         return getattr(models, f"{flags.encoder}_encoder" if flags.encoder == "tabular" else flags.encoder)(spec)
-    if flags.encoder_weights and flags.encoder != "resnet18":
-        raise ConfigError(f"--encoder_weights is for --encoder=resnet18 only, not --encoder={flags.encoder}.")
     if flags.encoder == "resnet18":
         stem = "cifar" if spec.shape[0] <= 64 else "imagenet"
         try:
@@ -132,8 +132,9 @@ def build_model(flags, data):
         raise ConfigError(f"--target_tasks / --privileged_tasks: {e}") from None
     strategy = build_strategy(flags, tasks)
     upper = upper_settings(flags, strategy)
+    encoder = build_encoder(flags, data)
     try:
-        model = tfaux.AuxiliaryModel(build_encoder(flags, data), tasks, strategy,
+        model = tfaux.AuxiliaryModel(encoder, tasks, strategy,
                                      input_spec=data.input_spec, num_examples=data.num_train,
                                      upper_interval=flags.upper_interval, solver=solver,
                                      hessian_scope=flags.hessian_scope, upper=upper)

@@ -4,8 +4,8 @@
 
 Every case runs `python -m apps.train` in its own process (digits, or generated raw files in
 the official formats) and is classified from its exit status and output:
-- clear:     non-zero exit, the last line of stderr is one sentence (ours: "error: ...",
-             absl's: "FATAL Flags parsing error: ...") and no Python traceback;
+- clear:     non-zero exit, one sentence on stderr (ours: "error: ...", absl's: "FATAL Flags
+             parsing error: ...", followed by its pointer to --helpfull) and no Python traceback;
 - traceback: non-zero exit with a traceback (or a crash without a sentence);
 - silent:    exit 0 although the input was bad.
 Crash points: the run is SIGKILLed at a chosen moment (the backup test hook holds a backup
@@ -163,7 +163,8 @@ def classify(result, expect_ok=False):
     last = err[-1] if err else ""
     if result.returncode == 0:
         return "ok" if expect_ok else "silent"
-    if "Traceback" in result.stderr or not (last.startswith("error: ") or "Flags parsing error" in last):
+    said = [ln for ln in err if ln.startswith("error: ") or "Flags parsing error" in ln]
+    if "Traceback" in result.stderr or not said:
         return "traceback"
     return "clear"
 
@@ -214,7 +215,9 @@ def main(argv):
             name, args, kind = case
             out = [a for a in args if a.startswith("--output_dir")] or [f"--output_dir={tmp}/run_{abs(hash(name))}"]
             result = run_case([*FAST, *args, *([] if out[0] in args else out)])
-            return name, kind, classify(result), (result.stderr.strip().splitlines() or [""])[-1][:160]
+            lines = result.stderr.strip().splitlines() or [""]
+            said = [ln for ln in lines if ln.startswith("error: ") or "Flags parsing error" in ln]
+            return name, kind, classify(result), (said or lines)[-1][:160]
 
         with concurrent.futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
             results = list(pool.map(one, cases))

@@ -86,6 +86,9 @@ def test_upper_update_defaults_are_the_methods_reference_settings(parse, args, o
     (["--method=jtds", "--method_args=seed"], "--method_args"),
     (["--method=equal", "--method_args=task_weights={'colour': 2.0}"], "colour"),
     (["--encoder=convnet4", "--dataset=movielens_100k", "--data_dir=/no/such/dir"], "/no/such/dir"),
+    (["--data_dir=/tmp"], "bundled"),
+    (["--method=dwa", "--method_args=temperature="], "--method_args must look like"),
+    (["--encoder=resnet18", "--encoder_weights=/no/such.weights.h5"], "error: --encoder_weights: resnet18"),
 ])
 def test_bad_input_is_one_clear_sentence(tmp_path, parse, args, words):
     (tmp_path / "a_file").write_text("not a folder")

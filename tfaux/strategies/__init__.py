@@ -113,7 +113,7 @@ def method_args(name, text):
     for item in _split(text or ""):
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or not key:
+        if not sep or not key or not value.strip():
             raise MethodError(f"--method_args must look like 'name=value,name=value', got '{text}'.")
         if key not in allowed:
             raise MethodError(f"--method_args: method '{name}' has no argument '{key}'; it accepts: "
