@@ -14,6 +14,7 @@ run's test metric.
 """
 
 import concurrent.futures
+import fcntl
 import gzip
 import json
 import os
@@ -158,6 +159,26 @@ def file_cases(tmp):
     return cases
 
 
+def folder_cases(tmp):
+    """Output folders that a run must not use as they are; returns (cases, held lock files)."""
+    finished = os.path.join(tmp, "finished_other")
+    os.makedirs(finished)
+    with open(os.path.join(finished, "metrics.json"), "w") as f:
+        json.dump({"status": "ok", "flags": {"method": "stl"}}, f)
+    garbled = os.path.join(tmp, "garbled_backup", "backup")
+    os.makedirs(garbled)
+    with open(os.path.join(garbled, "latest.json"), "w") as f:
+        f.write('{"epoch": 1, "fol')
+    busy = os.path.join(tmp, "busy")
+    os.makedirs(busy)
+    lock = open(os.path.join(busy, ".lock"), "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running run holds it
+    cases = [("--output_dir holding a finished run with other flags", [f"--output_dir={finished}"]),
+             ("--output_dir with a garbled backup index", [f"--output_dir={os.path.dirname(garbled)}"]),
+             ("--output_dir in use by another run", [f"--output_dir={busy}"])]
+    return cases, [lock]
+
+
 def classify(result, expect_ok=False):
     err = result.stderr.strip().splitlines()
     last = err[-1] if err else ""
@@ -209,7 +230,9 @@ def crash_points(tmp):
 def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [(n, a, "flag") for n, a in flag_cases(tmp)] + [(n, a, "file") for n, a in file_cases(tmp)]
+        folders, held = folder_cases(tmp)
+        cases = ([(n, a, "flag") for n, a in flag_cases(tmp)] + [(n, a, "file") for n, a in file_cases(tmp)]
+                 + [(n, a, "folder") for n, a in folders])
 
         def one(case):
             name, args, kind = case
@@ -221,6 +244,8 @@ def main(argv):
 
         with concurrent.futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
             results = list(pool.map(one, cases))
+        for lock in held:
+            lock.close()
         crashes = crash_points(tmp)
     counts = {k: sum(r[2] == k for r in results) for k in ("clear", "traceback", "silent")}
     lines = ["# Bad inputs and crash points (`python -m benchmarks.bad_inputs`)", "",
