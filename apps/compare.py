@@ -11,7 +11,8 @@ again, so an interrupted comparison resumes where it stopped (delete a run direc
 redo it). Passthrough flags: `--set=name=value` (repeatable, one flag each; the value may
 hold commas, e.g. `--set=aux_weights=rotation=0.5,coarse=2`) and anything after `--`.
 
-Writes `results.md` and `results.csv` in --output_dir: per method, the mean ± SEM (sample
+With several target tasks (seed 004) the primary metric is their mean, and `results.md` adds one
+row per target (`results_targets.csv`). Writes `results.md` and `results.csv` in --output_dir: per method, the mean ± SEM (sample
 std / sqrt(n); 0 for one run) of the test primary metric over seeds, the difference of
 means to STL (in points, x100, for accuracies; raw for RMSE), and the mean wall time and
 mean peak memory (metrics.json `wall_seconds`, `peak_rss_mib`) as ratios to STL's.
@@ -189,6 +190,40 @@ def summarize(runs, baseline="stl"):
     return rows
 
 
+def per_target(runs):
+    """With several target tasks: [(target, {method: (mean, sem, runs)})] of each target's test
+    metric (metrics.json `test_metrics["<target>_<accuracy|rmse>"]`); [] with one target."""
+    targets = next((m.get("targets", []) for rs in runs.values() for _, m in rs), [])
+    if len(targets) < 2:
+        return []
+    table = []
+    for target in targets:
+        cells = {}
+        for method, rs in runs.items():
+            values = [float(m["test_metrics"][f"{target}_{m['primary_metric'].replace('primary_', '')}"])
+                      for _, m in rs if m.get("targets") == targets]
+            if values:
+                cells[method] = (float(np.mean(values)), sem(values), len(values))
+        table.append((target, cells))
+    return table
+
+
+def target_markdown(table, metric):
+    """One row per target task, one column per method: mean ± SEM of its test metric."""
+    if not table:
+        return ""
+    scale = delta_scale(metric)
+    digits = 2 if scale == 100.0 else 4
+    methods = list(dict.fromkeys(m for _, cells in table for m in cells))
+    lines = ["", f"Each of the {len(table)} target tasks (the table above is their mean):", "",
+             "| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for target, cells in table:
+        lines.append(f"| {target} | " + " | ".join(
+            f"{cells[m][0] * scale:.{digits}f} ± {cells[m][1] * scale:.{digits}f}" if m in cells else "—"
+            for m in methods) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _title(metric):
     if "accuracy" in metric:
         return "Accuracy %"
@@ -223,7 +258,7 @@ def markdown(rows, heading):
     return "\n".join(lines)
 
 
-def write_results(rows, output_dir, heading):
+def write_results(rows, output_dir, heading, targets=()):
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
@@ -231,7 +266,14 @@ def write_results(rows, output_dir, heading):
         for r in rows:
             writer.writerow({k: ("" if r[k] is None else repr(r[k]) if isinstance(r[k], float) else r[k])
                              for k in CSV_FIELDS})
-    text = markdown(rows, heading)
+    text = markdown(rows, heading) + target_markdown(targets, next((r["metric"] for r in rows if r["metric"]), ""))
+    if targets:
+        with open(os.path.join(output_dir, "results_targets.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["target", "method", "mean", "sem", "runs"])
+            for target, cells in targets:
+                for method, (mean, err, n) in cells.items():
+                    writer.writerow([target, method, repr(mean), repr(err), n])
     with open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write(text)
     return text
@@ -244,7 +286,7 @@ def tabulate(experiment, methods, seeds, output_dir):
     datasets = sorted({m["dataset"] for rs in runs.values() for _, m in rs})
     heading = (f"apps.{experiment} on {', '.join(datasets) or '?'}: {len(seeds)} seed(s) "
                f"({', '.join(map(str, seeds))})")
-    write_results(rows, output_dir, heading)
+    write_results(rows, output_dir, heading, per_target(runs))
     return rows
 
 

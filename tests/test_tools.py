@@ -131,6 +131,34 @@ def test_compare_table_equals_the_per_run_metrics(tmp_path, metric, scale):
     assert ("Accuracy % (mean ± SEM)" if scale == 100.0 else "RMSE (mean ± SEM)") in table
 
 
+def test_compare_reports_each_target_with_several_targets(tmp_path):
+    """Two targets: the main table is the mean (metrics.json `test`), and each target's own
+    test accuracy gets a row: mean ± SEM over seeds, per method (results_targets.csv too)."""
+    rng = np.random.default_rng(3)
+    values = {}
+    for method in ("stl", "ptl"):
+        for seed in (0, 1):
+            a, b = rng.uniform(0.6, 0.95, 2)
+            values.setdefault(method, []).append((a, b))
+            where = tmp_path / f"{method}_seed{seed}"
+            where.mkdir()
+            (where / "metrics.json").write_text(json.dumps({
+                "status": "ok", "method": method, "dataset": "multi_mnist", "primary_metric": "primary_accuracy",
+                "targets": ["top_left", "bottom_right"], "test": (a + b) / 2, "wall_seconds": 1.0,
+                "peak_rss_mib": 1.0, "test_metrics": {"top_left_accuracy": a, "bottom_right_accuracy": b}}))
+    compare.tabulate("train", ["stl", "ptl"], [0, 1], str(tmp_path))
+    table = (tmp_path / "results.md").read_text()
+    rows = list(csv.DictReader(open(tmp_path / "results_targets.csv")))
+    assert len(rows) == 4
+    for method, v in values.items():
+        v = np.array(v)
+        for k, target in enumerate(("top_left", "bottom_right")):
+            assert f"{v[:, k].mean() * 100:.2f} ± {_sem(v[:, k]) * 100:.2f}" in table
+            row = next(r for r in rows if r["method"] == method and r["target"] == target)
+            assert math.isclose(float(row["mean"]), v[:, k].mean(), rel_tol=1e-12)
+    assert "| top_left |" in table and "| bottom_right |" in table
+
+
 def test_compare_flags_and_errors(tmp_path):
     assert compare.passthrough_args(["aux_weights=rotation=0.5,coarse=2", "--epochs=2"], ["--norotation"]) == [
         "--aux_weights=rotation=0.5,coarse=2", "--epochs=2", "--norotation"]
