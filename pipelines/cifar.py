@@ -1,4 +1,5 @@
-"""CIFAR-10 and CIFAR-100: 32x32 colour images; CIFAR-100's 20 coarse labels as an auxiliary task.
+"""CIFAR-10 and CIFAR-100: 32x32 colour images; CIFAR-100's 20 coarse labels as an auxiliary task,
+or CIFAR-100 as 20 five-way tasks, one per superclass ("cifar100_tasks", seed 004).
 
 Raw files (--data_dir, the folder itself or its parent): the official python-pickle folders
 `cifar-10-batches-py/` (data_batch_1..5, test_batch) and `cifar-100-python/` (train, test), or
@@ -12,7 +13,7 @@ import pickle
 import numpy as np
 
 from pipelines import images
-from pipelines.contract import Source
+from pipelines.contract import Source, register
 from pipelines.errors import DataError
 from tfaux.tasks import Task
 
@@ -103,12 +104,12 @@ def _load(name, data_dir, raw_reader, builder, hint):
     return found if found is not None else _tfds(builder, data_dir, hint)
 
 
-def _source(name, x, labels, split, tasks):
+def _source(name, x, labels, split, tasks, masks=None):
     for t in tasks:
         images.check_classes(labels[t.name], t.num_classes, f"{name} task '{t.name}'")
     return Source(name=name, tasks=tasks, features=x, labels={t.name: labels[t.name] for t in tasks},
                   official_split=split, decode=None, is_image=True, image_shape=SHAPE,
-                  augment=images.pad_crop_flip(4), time=None)
+                  augment=images.pad_crop_flip(4), time=None, masks=masks)
 
 
 def load_cifar10(data_dir=None):
@@ -128,3 +129,78 @@ def load_cifar100(data_dir=None, coarse=True):
     if coarse:
         tasks.append(Task("coarse", role="auxiliary", num_classes=20))
     return _source("cifar100", x, labels, split, tasks)
+
+
+# ---------------------------------------------------------------- CIFAR-100 as 20 five-way tasks
+COARSE_NAMES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2")
+# The official CIFAR-100 superclass of each fine class 0..99 (fine ids in the dataset's alphabetical order).
+FINE_TO_COARSE = (
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13)
+# Task k's name: superclass k's name with '-' written '_' (task names become layer and metric names).
+TASK_NAMES = tuple(n.replace("-", "_") for n in COARSE_NAMES)
+TARGET_SEED = 0
+
+
+def superclass_members(k):
+    """The 5 fine-class ids of superclass k, sorted; fine id members[j] is label j of task k."""
+    return [f for f, c in enumerate(FINE_TO_COARSE) if c == k]
+
+
+def fine_to_task_label():
+    """[100] int64: the 0..4 label of each fine class within its superclass's task."""
+    out = np.zeros(100, np.int64)
+    for k in range(20):
+        out[superclass_members(k)] = np.arange(5)
+    return out
+
+
+def target_superclasses(targets=10):
+    """The superclass ids whose tasks are targets: the first `targets` of the fixed permutation
+    np.random.default_rng(0).permutation(20), sorted (so the choice is the same on every run and
+    machine, and the targets of a smaller count are among those of a larger one)."""
+    if isinstance(targets, bool) or not isinstance(targets, (int, np.integer)) or not 1 <= targets <= 20:
+        raise DataError(f"cifar100_tasks option 'targets' must be an integer in 1..20, got {targets!r}.")
+    return sorted(int(k) for k in np.random.default_rng(TARGET_SEED).permutation(20)[:int(targets)])
+
+
+def load_cifar100_tasks(data_dir=None, targets=10):
+    """CIFAR-100 as 20 five-way classification tasks, one per superclass (seed 004, Sec. 5.3,
+    after Rosenbaum et al.): task `TASK_NAMES[k]` tells apart the 5 fine classes of superclass k,
+    label j being its j-th fine class in increasing fine id (`superclass_members(k)`).
+
+    Each image has a label for exactly one task, its superclass's: Source.masks marks it (its
+    label for the 19 other tasks is 0, masked out). `targets` of the 20 tasks are targets (role
+    "primary", listed first, in increasing superclass id; default 10, seed 004's "half of the
+    tasks"), chosen by `target_superclasses` from np.random.default_rng(0), the others auxiliary.
+    Raw files and TFDS fallback as for cifar100; the coarse labels read must agree with the official
+    fine-to-superclass map FINE_TO_COARSE."""
+    chosen = target_superclasses(targets)
+    x, labels, split = _load("cifar100_tasks", data_dir, _raw100, "cifar100",
+                             "the raw 'cifar-100-python/' or 'cifar-100-binary/' folder")
+    fine, coarse = np.asarray(labels["label"]), np.asarray(labels["coarse"])
+    images.check_classes(fine, 100, "cifar100_tasks fine labels")
+    images.check_classes(coarse, 20, "cifar100_tasks coarse labels")
+    wrong = np.flatnonzero(np.asarray(FINE_TO_COARSE)[fine] != coarse)
+    if len(wrong):
+        i = int(wrong[0])
+        raise DataError(f"cifar100_tasks: example {i} has fine label {fine[i]} and coarse label {coarse[i]}, but "
+                        f"CIFAR-100 puts fine class {fine[i]} in superclass {FINE_TO_COARSE[fine[i]]} "
+                        f"({len(wrong)} examples disagree with the official superclass map).")
+    within = fine_to_task_label()[fine]
+    order = chosen + [k for k in range(20) if k not in chosen]
+    tasks = [Task(TASK_NAMES[k], role="primary" if k in chosen else "auxiliary", num_classes=5) for k in order]
+    task_labels = {TASK_NAMES[k]: np.where(coarse == k, within, 0).astype(np.int64) for k in range(20)}
+    masks = {TASK_NAMES[k]: coarse == k for k in range(20)}
+    return _source("cifar100_tasks", x, task_labels, split, tasks, masks)
+
+
+register("cifar100_tasks", load_cifar100_tasks)

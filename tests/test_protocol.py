@@ -67,6 +67,9 @@ def test_target_metrics_are_keras_metric_classes_on_masked_examples():
         expected.append(hit.mean())
         assert float(logs[f"{name}_accuracy"]) == pytest.approx(hit.mean())
     assert float(logs["primary_accuracy"]) == pytest.approx(np.mean(expected))
+    batch["mask"]["second"] = tf.zeros_like(batch["mask"]["second"])  # no labelled example of one target:
+    model.reset_metrics()                                                # the mean leaves it out (not a 0)
+    assert float(model.test_step(batch)["primary_accuracy"]) == pytest.approx(expected[0])
 
 
 def test_mixed_target_metrics_and_primary_soft_tasks_are_clear_errors():

@@ -287,8 +287,10 @@ class AuxiliaryModel(keras.Model):
 
     def _metric_logs(self, metrics):
         logs = {m.name: m.result() for m in metrics}
-        if self.num_targets > 1:  # model selection: mean over the targets
-            logs[self.selection_name] = tf.add_n([m.result() for m in self.target_metrics]) / self.num_targets
+        if self.num_targets > 1:  # model selection: mean over the targets that had labelled examples
+            results = tf.stack([m.result() for m in self.target_metrics])
+            seen = tf.stack([tf.cast(m.count > 0, results.dtype) for m in self.target_metrics])
+            logs[self.selection_name] = tf.reduce_sum(results * seen) / tf.maximum(tf.reduce_sum(seen), 1.0)
         return logs
 
     def _logs(self):
