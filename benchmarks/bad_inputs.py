@@ -236,11 +236,12 @@ def main(argv):
 
         def one(case):
             name, args, kind = case
+            name = name.replace(tmp, "<tmp>")
             out = [a for a in args if a.startswith("--output_dir")] or [f"--output_dir={tmp}/run_{abs(hash(name))}"]
             result = run_case([*FAST, *args, *([] if out[0] in args else out)])
             lines = result.stderr.strip().splitlines() or [""]
             said = [ln for ln in lines if ln.startswith("error: ") or "Flags parsing error" in ln]
-            return name, kind, classify(result), (said or lines)[-1][:160]
+            return name, kind, classify(result), (said or lines)[-1].replace(tmp, "<tmp>")[:160]
 
         with concurrent.futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
             results = list(pool.map(one, cases))
