@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-NOT_EXPERIMENTS = ("compare", "tune", "plots", "experiment", "flags")
+NOT_EXPERIMENTS = ("compare", "tune", "plots", "experiment", "flags", "run_dir", "ptl_synthetic")
 RESERVED = ("method", "seed", "output_dir")
 CSV_FIELDS = ("method", "runs", "seeds", "metric", "mean", "sem", "delta_vs_stl", "delta_scale",
               "wall_seconds", "wall_ratio_vs_stl", "peak_rss_mib", "memory_ratio_vs_stl")

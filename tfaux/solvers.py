@@ -116,7 +116,9 @@ def _min_norm_fista(gram, iterations, tolerance):
     """Accelerated projected gradient (FISTA with gradient restart) for
         f(a) = a^T G a  on the simplex,  step 1 / (2 lambda_max(G)).
     Since f* >= 0 and f - f* <= 2 (a^T G a - min_i (G a)_i) (Frank-Wolfe gap),
-    it stops once  min(2 gap, f) <= tolerance * f + 1e-15,  or after ``iterations``,
+    it stops once  min(2 gap, f) <= tolerance * f + 1e-12,  or after ``iterations``,
+    (the absolute floor: a min-norm point of 0, e.g. dependent gradients, is approached only
+    sublinearly; the active-set step then makes it exact),
     then refines it by an active-set method. ``gram`` is float64 with max diagonal 1 (or all zeros)."""
     k = tf.shape(gram)[0]
     x0 = tf.fill([k], 1.0 / tf.cast(k, tf.float64))
@@ -126,7 +128,7 @@ def _min_norm_fista(gram, iterations, tolerance):
         gx = tf.linalg.matvec(gram, x)
         f = tf.tensordot(x, gx, 1)
         bound = tf.minimum(2.0 * (f - tf.reduce_min(gx)), f)
-        return bound <= tolerance * f + 1e-15
+        return bound <= tolerance * f + 1e-12
 
     def cond(i, x, y, t, done):
         return (i < iterations) & tf.logical_not(done)
@@ -152,7 +154,7 @@ def min_norm_element(gram, iterations=5000, tolerance=1e-10):
     K = 2 (static shape) uses the closed form
         a_1 = clip((G22 - G12) / (G11 + G22 - 2 G12), 0, 1),  a_2 = 1 - a_1.
     Otherwise, in float64 on G / max_i G_ii: FISTA with projections onto the
-    simplex until the certified suboptimality is <= ``tolerance`` * f (plus 1e-15),
+    simplex until the certified suboptimality is <= ``tolerance`` * f (plus 1e-12),
     or for at most ``iterations`` steps, then a primal active-set refinement that
     solves the KKT system on the support exactly. A degenerate G (zeros,
     identical gradients) gives a valid simplex point.
@@ -308,7 +310,7 @@ def _capped_min_norm_fista(gram, upper, iterations, tolerance):
         gx = tf.linalg.matvec(gram, x)
         f = tf.tensordot(x, gx, 1)
         bound = tf.minimum(2.0 * (f - _capped_linear_minimiser(gx, upper)), f)
-        return bound <= tolerance * f + 1e-15
+        return bound <= tolerance * f + 1e-12
 
     def cond(i, x, y, t, done):
         return (i < iterations) & tf.logical_not(done)
@@ -370,7 +372,7 @@ def privileged_min_norm(gram, targets, c1, c2=0.0, iterations=5000, tolerance=1e
     the target block; one target + one privileged task (T = 2) uses the closed form
     lam_p = clip((G_tt - G_tp) / (G_tt + G_pp - 2 G_tp), 0, min(C1, 1)); otherwise, in
     float64 on G / max_m G_mm, FISTA with exact projections onto the capped simplex until
-    the certified suboptimality is <= ``tolerance`` * f (plus 1e-15) or ``iterations``
+    the certified suboptimality is <= ``tolerance`` * f (plus 1e-12) or ``iterations``
     steps, then a primal active-set method that solves the KKT system on the free set.
     ``targets``: T static bools with at least one True. ``c1`` may be a tensor (e.g. a
     schedule), ``c2`` is only checked (>= 0). Returns (alpha [T], beta [|I_t|, |I_p|],

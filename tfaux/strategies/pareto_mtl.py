@@ -20,6 +20,9 @@ With g_k the gradient of L_k w.r.t. ALL parameters (shared and heads, as the ref
 
 Every parameter then moves along grad sum_k w_k L_k (+ the regularization's gradient): the
 shared ones along sum_k w_k g_k, head k along w_k grad L_k (the weights may be negative).
+The weights come from `pareto_mtl_weights(gram, losses, preference_index, preferences,
+warmup)`, a module-level function of the Gram matrix and the losses only, so it also runs on
+raw gradients (apps.ptl_synthetic, seed 004 Sec. 5.1).
 
 Preference vectors: K = 2: u_p = (cos t_p, sin t_p), t_p = p pi / (2 (P - 1)) (the reference's
 circle_points; u_0 = (1, 0)). Since the sub-region of u_p holds the loss vectors most aligned
@@ -67,13 +70,54 @@ def preference_vectors(num_tasks, num_preferences):
     return points[chosen]
 
 
-def _restricted_min_norm(gram, rows, keep):
+def _restricted_min_norm(gram, rows, keep, **solver_options):
     """beta over the rows of `rows` ([R, K] combinations of the task gradients) kept by
     `keep` ([R] bool), minimising ||sum_r beta_r rows_r g||^2 on the simplex; the task
     weights sum_r beta_r rows_r ([K])."""
     picked = tf.boolean_mask(rows, keep)
-    beta = min_norm_element(tf.matmul(picked, tf.matmul(gram, picked, transpose_b=True)))
+    beta = min_norm_element(tf.matmul(picked, tf.matmul(gram, picked, transpose_b=True)), **solver_options)
     return tf.linalg.matvec(picked, beta, transpose_a=True)
+
+
+def active_constraints(task_losses, preferences, preference_index):
+    """[P] bool: (u_j - u_p)^T l > 0 for the losses l ([K]), preference vectors u ([P, K])
+    and p = `preference_index` (l scaled to unit length first, as the reference code; j = p
+    never is active)."""
+    preferences = tf.convert_to_tensor(preferences)
+    directions = preferences - preferences[preference_index]  # rows u_j - u_p
+    task_losses = tf.cast(task_losses, directions.dtype)
+    unit = task_losses / tf.maximum(tf.norm(task_losses), 1e-12)
+    return tf.linalg.matvec(directions, unit) > 0.0
+
+
+def pareto_mtl_weights(gram, losses, preference_index, preferences, warmup, **solver_options):
+    """Pareto-MTL's [K] task weights w (module docstring) from the Gram matrix of the task
+    gradients ([K, K], G_kl = g_k . g_l), the task losses l ([K]), the preference index p
+    and vectors u ([P, K]), and `warmup` (bool, may be a tensor): whether stage 1 may still
+    run. Stage 1 (warmup and some constraint active): w = sum_{j active} beta_j (u_j - u_p),
+    beta the min-norm point over the active grad G_j, not normalised. Otherwise stage 2:
+    beta over the K task gradients and the active grad G_j, w_k = beta_k + sum_j beta_j
+    (u_j - u_p)_k, then w <- K w / sum_k |w_k|. The update direction is sum_k w_k g_k.
+    Works on raw gradients and losses (e.g. a synthetic problem) as in the strategy.
+    `solver_options` (iterations, tolerance) go to min_norm_element; the strategy uses its
+    defaults."""
+    gram = tf.convert_to_tensor(gram)
+    preferences = tf.cast(preferences, gram.dtype)
+    num_tasks = int(preferences.shape[1])
+    directions = preferences - preferences[preference_index]  # rows u_j - u_p
+    active = active_constraints(losses, preferences, preference_index)
+    stage1 = tf.logical_and(warmup, tf.reduce_any(active))
+
+    def initial():
+        return _restricted_min_norm(gram, directions, active, **solver_options)
+
+    def main():
+        rows = tf.concat([tf.eye(num_tasks, dtype=gram.dtype), directions], 0)
+        keep = tf.concat([tf.ones([num_tasks], tf.bool), active], 0)
+        w = _restricted_min_norm(gram, rows, keep, **solver_options)
+        return tf.math.divide_no_nan(tf.cast(num_tasks, gram.dtype) * w, tf.reduce_sum(tf.abs(w)))
+
+    return tf.cond(stage1, initial, main)
 
 
 class ParetoMTL(Strategy):
@@ -109,8 +153,7 @@ class ParetoMTL(Strategy):
     # ------------------------------------------------------------------ constraints
     def active_constraints(self, task_losses):
         """[P] bool: (u_j - u_p)^T l > 0, from the all-replica task losses l."""
-        unit = task_losses / tf.maximum(tf.norm(task_losses), 1e-12)
-        return tf.linalg.matvec(self.directions, unit) > 0.0
+        return active_constraints(task_losses, self.preferences, self.preference_index)
 
     def _all_replica_losses(self, context):
         totals = tf.reduce_sum(context.losses * context.masks, 0) / context.global_batch
@@ -127,19 +170,7 @@ class ParetoMTL(Strategy):
     # ------------------------------------------------------------------ weights
     def task_weights(self, gram, task_losses, step):
         """[K] weights w from the all-replica Gram of the task gradients and the losses."""
-        active = self.active_constraints(task_losses)
-        stage1 = tf.logical_and(self.in_warmup(step), tf.reduce_any(active))
-
-        def initial():
-            return _restricted_min_norm(gram, self.directions, active)
-
-        def main():
-            rows = tf.concat([tf.eye(self.num_tasks), self.directions], 0)
-            keep = tf.concat([tf.ones([self.num_tasks], tf.bool), active], 0)
-            w = _restricted_min_norm(gram, rows, keep)
-            return tf.math.divide_no_nan(float(self.num_tasks) * w, tf.reduce_sum(tf.abs(w)))
-
-        return tf.cond(stage1, initial, main)
+        return pareto_mtl_weights(gram, task_losses, self.preference_index, self.preferences, self.in_warmup(step))
 
     def lower_gradients(self, tape, loss, losses, context, variables):
         del loss, losses
