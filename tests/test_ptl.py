@@ -35,6 +35,44 @@ def test_two_task_update_is_the_capped_closed_form(space, c1):
         np.testing.assert_allclose(got, want, atol=2e-6)
 
 
+def _outrunning_linear_model(strategy):
+    """The linear toy with the privileged head set to twice the target's logit margin and the
+    same labels: both per-example dL/dZ point along a_1 - a_0, the privileged one larger, so
+    <g_t, g_p> > ||g_t||^2 (no conflict: the case where the direction correction acts)."""
+    model = _linear_model(strategy)
+    (a, a0), (b, b0) = model.theta.heads
+    b.assign(2.0 * (a[:, 1:2] - a[:, 0:1]))
+    b0.assign(2.0 * (a0[1:2] - a0[0:1]))
+    batch = _batch()
+    batch["labels"]["aux"] = batch["labels"]["main"].astype("float32")
+    return model, batch
+
+
+@pytest.mark.parametrize("space", ["parameters", "representation"])
+def test_constraint10_false_bends_the_update_away_from_the_privileged_task(space):
+    """constraint10=False (the exact dual of Problem (11)), one target, one privileged task:
+    lam_p = clip(s / ||g_t - g_p||^2, -C2, min(C1, 1)), s = ||g_t||^2 - <g_t, g_p> (numpy, on
+    the numpy gradients of W or Z), here s < 0 and C2 binds: lam_p = -C2. The shared update is
+    (1 - lam_p) g_t + lam_p g_p; the default (Eq. 12 with (10)) gives lam_p = 0, i.e. g_t."""
+    c1, c2 = 0.5, 0.2
+    applied = {}
+    for constraint10 in (False, True):
+        model, batch = _outrunning_linear_model(PTL(c1=c1, c2=c2, space=space, constraint10=constraint10))
+        grads = _numpy_gradients(model, batch)
+        g_t, g_p = (np.ravel(x) for x in (grads["dw"] if space == "parameters" else grads["dz"]))
+        s = g_t @ g_t - g_t @ g_p
+        free = s / np.sum((g_t - g_p) ** 2)
+        assert free < -2 * c2, free  # the correction binds at -C2
+        lam = np.clip(free, -c2 if not constraint10 else 0.0, min(c1, 1.0))
+        applied[constraint10] = _applied_gradient(model, batch)
+        np.testing.assert_allclose(applied[constraint10][0], (1 - lam) * grads["dw"][0] + lam * grads["dw"][1],
+                                   atol=2e-6)
+        for got, want in zip(applied[constraint10][1:], grads["heads"][0] + grads["heads"][1]):
+            np.testing.assert_allclose(got, want, atol=2e-6)
+    np.testing.assert_allclose(applied[True][0], grads["dw"][0], atol=2e-6)
+    assert np.abs(applied[False][0] - applied[True][0]).max() > 0.1 * np.abs(applied[True][0]).max()
+
+
 def test_without_privileged_tasks_ptl_is_mgda():
     """Two targets and no privileged task (C1 = C2 = 0): exactly MGDA's update."""
     tasks = [tfaux.Task("main", role="primary", num_classes=2), tfaux.Task("aux", role="primary", kind="binary")]
@@ -83,6 +121,14 @@ def test_a_smaller_c1_ends_closer_to_the_targets_optimum_on_eq17():
 def test_ptl_refuses_negative_bounds():
     with pytest.raises(ValueError, match="c1"):
         PTL(c1=-0.1)
+    with pytest.raises(ValueError, match="finite c2"):
+        PTL(c2=float("inf"), constraint10=False)
+
+
+def test_ptl_config_records_constraint10():
+    assert PTL().get_config()["constraint10"] is True
+    config = PTL(c1=0.1, c2=0.8, constraint10=False).get_config()
+    assert (config["c1"], config["c2"], config["constraint10"]) == (0.1, 0.8, False)
 
 
 def test_with_roles_picks_targets_and_privileged_tasks_by_name():
