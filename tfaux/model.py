@@ -240,7 +240,7 @@ class AuxiliaryModel(keras.Model):
                        representations=forward.representations,
                        task_keys=[t.input_key for t in self.tasks], labels=forward.labels,
                        step=tf.cast(step, tf.int64), learning_rate=rate, regularization=regularization,
-                       num_targets=self.num_targets)
+                       num_targets=self.num_targets, variables=self.theta)
 
     def context(self, batch, training=False):
         """Forward pass and the strategy's Context of a batch (for diagnostics)."""

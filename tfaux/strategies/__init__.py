@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 
 from tfaux.strategies.adaloss import AdaLoss
+from tfaux.strategies.arml import ARML
 from tfaux.strategies.auxilearn import AuxiLearn
 from tfaux.strategies.base import Context, Strategy, ThetaVariables
 from tfaux.strategies.dwa import DWA
@@ -59,6 +60,10 @@ METHODS = {
                      "(Lin et al. 2019)"),
     "pcgrad": Method(PCGrad, {}, "PCGrad: project each task gradient off the ones it conflicts with "
                      "(Yu et al. 2020)"),
+    "arml": Method(ARML, {}, "ARML: auxiliary weights on {sum = K, >= 0} matched every 20 steps to the main "
+                   "gradient, ||g_main - sum_k alpha_k g_k||^2 (seed 003; algorithm=1: Langevin stage)"),
+    "arml_langevin": Method(ARML, dict(algorithm=1), "ARML's two-stage Alg. 1: Langevin noise on theta while "
+                            "alpha converges, then alpha fixed (seed 003)"),
     "mgda": Method(MGDA, {}, "MGDA / MOOMTL: shared update along the min-norm convex combination of the "
                    "task gradients (Sener & Koltun 2018)"),
     "mgda_ub": Method(MGDA, dict(space="representation"), "MGDA-UB: MGDA on the gradients w.r.t. the shared "

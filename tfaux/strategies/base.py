@@ -59,6 +59,8 @@ class Context:
     num_targets:     how many leading columns are target tasks.
     scratch:         per-replica, per-step values a strategy passes from `lower_gradients` to
                      `after_lower_step` (both receive this same Context).
+    variables:       the task model's ThetaVariables; `after_lower_step` may move theta after the
+                     optimizer's step (e.g. ARML's Langevin noise), with the same value on every replica.
     """
 
     losses: tf.Tensor
@@ -75,6 +77,7 @@ class Context:
     regularization: tf.Tensor = 0.0
     num_targets: int = 1
     scratch: dict = dataclasses.field(default_factory=dict)
+    variables: object = None
 
     @property
     def global_batch(self):
