@@ -108,7 +108,8 @@ def load_data(flags):
     setting = pipelines.Setting(dev_size=flags.dev_size, dev_per_class=flags.dev_per_class,
                                 label_fraction=flags.label_fraction, shots_per_class=flags.shots_per_class,
                                 noise_rate=flags.noise_rate, noise_kind=flags.noise_kind,
-                                rotation=flags.rotation, aux_dataset=flags.aux_dataset, seed=flags.seed)
+                                rotation=flags.rotation, exemplar=flags.exemplar, aux_dataset=flags.aux_dataset,
+                                seed=flags.seed)
     return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting, aux_data_dir=flags.aux_data_dir)
 
 

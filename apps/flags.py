@@ -8,8 +8,8 @@ FLAGS = flags.FLAGS
 
 DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e-3, upper_optimizer=None,
                 upper_lr=None, upper_interval=20, dev_size=None, label_fraction=1.0, noise_rate=0.0, rotation=True,
-                encoder="auto", output_dir="runs/default", shots_per_class=0, method_args="", target_tasks=(),
-                privileged_tasks=None)
+                encoder="auto", output_dir="runs/default", shots_per_class=0, exemplar=False, method_args="",
+                target_tasks=(), privileged_tasks=None)
 
 
 def define_flags(**defaults):
@@ -64,6 +64,8 @@ def define_flags(**defaults):
     flags.DEFINE_string("aux_data_dir", None, "Raw files of --aux_dataset (unset: a prepared TFDS copy).")
     flags.DEFINE_enum("noise_kind", "uniform", ["uniform", "pair_flip"], "How corrupted labels are drawn.")
     flags.DEFINE_boolean("rotation", d["rotation"], "Add the 4-way rotation auxiliary task (image datasets).")
+    flags.DEFINE_boolean("exemplar", d["exemplar"], "Add the Exemplar-MT auxiliary task (S4L; image datasets): "
+                         "features of an image and of its flipped, noised, Cutout copy pulled together.")
     flags.DEFINE_list("target_tasks", list(d["target_tasks"]), "Target tasks by name (seed 004; the first is exported; selection uses "
                       "their mean metric); unset: the dataset's primary task.")
     flags.DEFINE_list("privileged_tasks", d["privileged_tasks"], "Auxiliary (privileged) tasks to train with, by name; unset: every "

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from pipelines import rotation
+from pipelines import exemplar, rotation
 from pipelines.errors import DataError
 from tfaux.tasks import Task, ordered
 
@@ -225,6 +225,7 @@ class AuxDataset:
         self._source = source
         self._parts = parts
         self._rotation = any(t.input_key == rotation.NAME for t in tasks)
+        self._exemplar = any(t.input_key == exemplar.NAME for t in tasks)
         self._augment = self._wrap_augment(source.augment)
         for split in ("train", "dev", "val", "test"):
             setattr(self, f"num_{split}", len(indices[split]))
@@ -232,7 +233,7 @@ class AuxDataset:
         self._tensors = {}
         # Whole batches are finished at once when nothing is per-example: no image ops, no
         # augmentation or rotation, no decode fn (here or in the auxiliary source).
-        self._vector = (not source.is_image and source.decode is None and not self._rotation
+        self._vector = (not source.is_image and source.decode is None and not self._rotation and not self._exemplar
                         and (aux is None or aux.source.decode is None))
         self._mean, self._std = self._image_stats() if source.is_image else (None, None)
         self.input_spec = self._examples("train", rows=slice(0, 1)).map(self._decode).map(
@@ -469,12 +470,14 @@ class AuxDataset:
         return per_example * self._source.num_examples <= CACHE_LIMIT_BYTES
 
     def _finish(self, e, training, draw):
-        """Scale, augment (training), normalise, cast, add the auxiliary input and the rotation task."""
+        """Scale, augment (training), normalise, cast, add the auxiliary input and the rotation and
+        Exemplar-MT tasks."""
         x = e["x"]
+        unit = None
         if self._source.is_image:
-            x = _unit(x)
+            x = unit = _unit(x)
             if training and self._augment is not None:
-                x = tf.ensure_shape(self._augment(x, tf.stack([draw // 4, e["id"]])), x.shape)
+                x = unit = tf.ensure_shape(self._augment(x, tf.stack([draw // 4, e["id"]])), x.shape)
             x = (x - self._mean) / self._std
         else:
             x = tf.nest.map_structure(_float32, x)
@@ -484,6 +487,9 @@ class AuxDataset:
         if self._rotation:
             k = rotation.random_k(draw) if training else rotation.eval_k(e["id"])
             out = rotation.add_rotation(out, k)
+        if self._exemplar:  # a fresh draw every training epoch, fixed by the id elsewhere
+            seed = tf.stack([draw // 16 if training else tf.constant(-1, tf.int64), e["id"]])
+            out = exemplar.add_exemplar(out, unit, seed, lambda u: (u - self._mean) / self._std)
         return out
 
     @staticmethod

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import aux_source as aux_lib
-from pipelines import rotation
+from pipelines import exemplar, rotation
 from pipelines.contract import AuxDataset, Source
 from pipelines.errors import DataError
 
@@ -36,6 +36,7 @@ class Setting:
     noise_rate:      share of the labelled training examples whose primary label is corrupted.
     noise_kind:      "uniform" (a uniformly drawn different class) or "pair_flip" (c -> c+1 mod C).
     rotation:        add the 4-way rotation auxiliary task to image sources.
+    exemplar:        add the Exemplar-MT auxiliary task (pipelines.exemplar) to image sources.
     aux_dataset:     name of a registered dataset whose training examples become one more
                      auxiliary task, aux_<its primary task>, read from task_x["aux"]
                      (DTG-AuxL; see pipelines.aux_source). None: no auxiliary dataset.
@@ -53,6 +54,7 @@ class Setting:
     noise_rate: float = 0.0
     noise_kind: str = "uniform"
     rotation: bool = True
+    exemplar: bool = False
     chronological: bool = False
     seed: int = 0
     aux_dataset: str | None = None
@@ -85,7 +87,7 @@ class Setting:
         fraction("noise_rate", 0, 1, False)
         if self.noise_kind not in NOISE_KINDS:
             raise DataError(f"--noise_kind must be one of {', '.join(NOISE_KINDS)}, got {self.noise_kind!r}.")
-        for name in ("rotation", "chronological"):
+        for name in ("rotation", "exemplar", "chronological"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise DataError(f"--{name} must be a boolean, got {getattr(self, name)!r}.")
         if self.aux_dataset is not None and (not isinstance(self.aux_dataset, str) or not self.aux_dataset):
@@ -231,6 +233,12 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
             raise DataError(f"--rotation needs square images, but dataset '{source.name}' has {h}x{w}; "
                             f"pass --norotation.")
         tasks.append(rotation.rotation_task())
+    if setting.exemplar:
+        if not source.is_image:
+            raise DataError(f"--exemplar needs images, but dataset '{source.name}' has none; pass --noexemplar.")
+        if any(t.name == exemplar.NAME for t in tasks):
+            raise DataError(f"Dataset '{source.name}' already has a task named 'exemplar'; pass --noexemplar.")
+        tasks.append(exemplar.exemplar_task())
     aux = None
     if setting.aux_dataset is not None:
         if aux_source is None:

@@ -208,6 +208,8 @@ class AuxiliaryModel(keras.Model):
                 features.append(None)
                 continue
             out = head(self._encoded(batch, task.input_key, encoded, training), training=training)
+            if task.kind == "consistency":  # its "label": the same head on batch["x"]'s features
+                y = head(self._encoded(batch, None, encoded, training), training=training)
             losses.append(task.per_example_loss(y, out) * mask)
             masks.append(mask)
             features.append(encoded[task.input_key])

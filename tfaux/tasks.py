@@ -7,7 +7,7 @@ import tensorflow as tf
 
 PRIMARY = "primary"
 AUXILIARY = "auxiliary"
-KINDS = ("classification", "binary", "regression", "soft")
+KINDS = ("classification", "binary", "regression", "soft", "consistency")
 TARGET_KINDS = ("classification", "binary", "regression")
 
 
@@ -21,7 +21,9 @@ class Task:
     kind:        "classification" (integer labels, softmax over `num_classes`),
                  "binary" (0/1 labels, one logit), "regression" (float target) or
                  "soft" (a probability vector over `num_classes`, softmax cross-entropy;
-                 for labels a strategy generates, auxiliary only).
+                 for labels a strategy generates, auxiliary only) or "consistency" (no labels:
+                 the encoder's features of `input_key` are pulled towards those of batch["x"],
+                 loss 1 - cos; self-supervised, auxiliary only; e.g. pipelines.exemplar).
     num_classes: classes of a classification task (ignored otherwise).
     input_key:   if set, the head reads the encoder's features of
                  `batch["task_x"][input_key]` instead of `batch["x"]` (e.g. a
@@ -57,9 +59,12 @@ class Task:
         return self.num_classes if self.kind in ("classification", "soft") else 1
 
     def make_head(self):
-        """The task's head: optional ReLU MLP, then a linear output layer."""
+        """The task's head: optional ReLU MLP, then a linear output layer (a consistency task
+        compares the encoder's features themselves: identity)."""
         if self.head_fn is not None:
             return self.head_fn()
+        if self.kind == "consistency":
+            return keras.layers.Identity(name=f"head_{self.name}")
         layers = [keras.layers.Dense(u, activation="relu") for u in self.head_units]
         layers.append(keras.layers.Dense(self.output_units, name=f"{self.name}_out"))
         return keras.Sequential(layers, name=f"head_{self.name}")
@@ -67,6 +72,10 @@ class Task:
     def per_example_loss(self, labels, outputs):
         """l_k(f_k(x_i), y_ik) for every example of the batch: shape [batch]."""
         outputs = tf.cast(outputs, tf.float32)
+        if self.kind == "consistency":  # labels: the features of batch["x"] (AuxiliaryModel.forward)
+            a = tf.math.l2_normalize(tf.reshape(outputs, [tf.shape(outputs)[0], -1]), axis=-1)
+            b = tf.math.l2_normalize(tf.reshape(tf.cast(labels, tf.float32), [tf.shape(outputs)[0], -1]), axis=-1)
+            return 1.0 - tf.reduce_sum(a * b, axis=-1)
         if self.kind == "soft":  # written out: TF's fused op drops d(dloss/dlogits)/dlabels (mixed hypergradient)
             return -tf.reduce_sum(tf.cast(labels, tf.float32) * tf.nn.log_softmax(outputs, axis=-1), axis=-1)
         if self.kind == "classification":
