@@ -244,9 +244,9 @@ def _train_and_report(flags, out, data, model, extra_callbacks):
         backup.set_model(model)
         backup.restore()
         history = {}
-    elif not model.scheduler.bilevel:
+    elif not model.scheduler.bilevel and model.scheduler.main_data != "labelled":
         train = data.train(flags.batch_size, **epochs)
-    elif model.scheduler.upper_data == "train":  # the upper objective on a reordered training set
+    elif model.scheduler.upper_data == "train" or not model.scheduler.bilevel:  # + labelled reshuffled train
         train = data.train_with_reordered(flags.batch_size, flags.dev_batch_size, **epochs)
     else:
         train = data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs)

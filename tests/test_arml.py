@@ -86,6 +86,27 @@ def test_one_model_step_moves_alpha_by_the_projected_gradient_of_separate_tapes(
     assert abs(model.scheduler.alpha.numpy().sum() - 2.0) < 1e-5 and np.all(model.scheduler.alpha.numpy() >= 0)
 
 
+def test_with_a_labelled_stream_g_main_comes_from_it_and_theta_from_the_training_batch():
+    """main_data = "labelled": fed {"train", "dev"}, b = G_aux(train) g_main(dev); theta's step is
+    the training batch's alone."""
+    model = _three_task_model(ARML(interval=1, weight_lr=0.05))
+    batch = _three_task_batch()
+    labelled = {k: ({t: a[::-1].copy() for t, a in v.items()} if isinstance(v, dict) else v[::-1].copy())
+                for k, v in _three_task_batch().items()}
+    labelled["labels"]["main"] = 1 - labelled["labels"]["main"]  # another main-task batch
+    g = _tape_gradients(model, batch, model.theta.shared)
+    g_main = _tape_gradients(model, labelled, model.theta.shared)[0]
+    everything = _tape_gradients(model, batch, model.theta.all)
+    b, gram = g[1:] @ g_main, g[1:] @ g[1:].T
+    expected = project_simplex(tf.constant(1.0 + 2 * 0.05 * (b - gram @ np.ones(2))), total=2.0).numpy()
+    assert not np.allclose(g_main, g[0])
+    before = [v.numpy().copy() for v in model.theta.all]
+    model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": labelled}), epochs=1, verbose=0)
+    np.testing.assert_allclose(model.scheduler.alpha.numpy(), expected, atol=1e-5)
+    applied = np.concatenate([((b0 - v.numpy()) / LR).ravel() for b0, v in zip(before, model.theta.all)])
+    np.testing.assert_allclose(applied, everything.sum(0), atol=2e-6)
+
+
 def _masked_out(batch):
     """Every label masked: zero loss, zero gradient (theta moves by the noise alone)."""
     return {**batch, "mask": {k: np.zeros_like(v) for k, v in batch["mask"].items()}}
@@ -130,3 +151,14 @@ def test_arml_refuses_bad_arguments():
     for kwargs in (dict(interval=0), dict(weight_lr=-1), dict(algorithm=3), dict(temperature=-1), dict(patience=0)):
         with pytest.raises(ValueError, match="ARML"):
             ARML(**kwargs)
+
+
+def test_the_app_trains_arml_with_rotation_and_exemplar_on_a_labelled_stream(tmp_path, parse):
+    from apps import experiment
+    metrics = experiment.run(parse("--method=arml", "--exemplar", "--label_fraction=0.2", "--epochs=1",
+                                   "--batch_size=64", "--method_args=interval=4", "--verbose=0",
+                                   f"--output_dir={tmp_path}"))
+    assert metrics["status"] == "ok" and 0 <= metrics["test"] <= 1
+    assert set(metrics["history"]) >= {"rotation_weight", "exemplar_weight"}
+    weights = [metrics["history"][f"{t}_weight"][-1] for t in ("rotation", "exemplar")]
+    assert abs(sum(weights) - 2.0) < 1e-3 and weights != [1.0, 1.0], weights  # alpha moved, stayed in A

@@ -309,6 +309,8 @@ class AuxiliaryModel(keras.Model):
             forward = self.forward(batch, training=True)
             regularization = self._regularization()
             context = self._context(batch, forward, regularization)
+            if self.scheduler.main_data == "labelled" and "dev" in data:
+                context.main_objectives = self._target_objectives(data["dev"])
             objective = self.scheduler.lower_loss(forward.losses, context) + regularization
         grads = self.scheduler.lower_gradients(tape, objective, forward.losses, context, self.theta)
         del tape
@@ -324,6 +326,12 @@ class AuxiliaryModel(keras.Model):
                 tracker.update_state(tf.reduce_sum(weights[:, k] * masks[:, k]) / tf.maximum(count, 1.0),
                                      sample_weight=count)
         return self._logs()
+
+    def _target_objectives(self, batch):
+        """[this replica's share of each target's mean loss on `batch`], live (training mode)."""
+        f = self.forward(batch, training=True)
+        size = distribute.global_batch_size(tf.shape(f.masks)[0])
+        return [tf.reduce_sum(f.task_losses[k] * f.masks[:, k]) / size for k in range(self.num_targets)]
 
     def test_step(self, data):
         batch = data["train"] if "train" in data else data

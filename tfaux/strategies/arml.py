@@ -25,6 +25,12 @@ algorithm=1 (Alg. 1, two stages): while alpha has not converged, every lower ste
     The noise is drawn from a stateless generator keyed by (seed, step, variable), so every
     replica adds the same noise.
 
+g_main comes from the main-task data T_m itself (Alg. 1: "main task data T_m, auxiliary task
+data T_ak"): a second stream of labelled target examples (`main_data = "labelled"`, the
+reshuffled training set restricted to them), since in a semi-supervised batch of 64 with 2%
+labels about one example carries the main label. Fed a single stream (plain `fit` on one
+dataset), g_main comes from the training batch's target losses.
+
 Defaults, the reference code's (as measured for the methods notes): interval 20, SGD with
 learning rate 0.05 for alpha. Alpha and the convergence counters are state (saved with the
 model, exact on resume). The per-task backward passes run only on the steps that update alpha
@@ -48,6 +54,7 @@ class ARML(Strategy):
 
     persistent_tape = True
     logs_weights = True
+    main_data = "labelled"
 
     def __init__(self, interval=20, weight_lr=0.05, algorithm=2, temperature=None, tolerance=1e-3, patience=10,
                  seed=0, **kwargs):
@@ -90,12 +97,21 @@ class ARML(Strategy):
 
         size = sum(int(np.prod(v.shape)) for v in variables.shared)
 
-        def shared_flat():  # this replica's share; the all-reduce must stay outside the cond
-            return tf.stack([tg.flat(g) for g in tg.shared_gradients(tape, objectives, variables,
-                                                                      range(self.num_tasks))])
+        if context.main_objectives is not None:  # g_main from the labelled stream (T_m), g_k from the batch
+            with tape:
+                main_objective = tf.add_n(context.main_objectives)
+            targets = lambda: [tg.gradients(tape, main_objective, variables.shared)]  # noqa: E731
+        else:
+            targets = lambda: [tg.gradients(tape, tf.add_n(objectives[:self.num_targets]),  # noqa: E731
+                                            variables.shared)]
+        aux_tasks = range(self.num_targets, self.num_tasks)
 
-        flat = distribute.replica_sum(tf.cond(due, shared_flat, lambda: tf.zeros([self.num_tasks, size])))
-        main, aux = tf.reduce_sum(flat[:self.num_targets], 0), flat[self.num_targets:]
+        def shared_flat():  # this replica's share; the all-reduce must stay outside the cond
+            return tf.stack([tg.flat(g) for g in targets() + tg.shared_gradients(tape, objectives, variables,
+                                                                                 aux_tasks)])
+
+        flat = distribute.replica_sum(tf.cond(due, shared_flat, lambda: tf.zeros([1 + self.num_aux, size])))
+        main, aux = flat[0], flat[1:]
         context.scratch["arml"] = (due, tf.linalg.matvec(aux, main), tf.matmul(aux, aux, transpose_b=True))
         return grads
 

@@ -20,6 +20,12 @@ A strategy's variables come in three kinds:
   BackupAndRestore, so resume stays exact. State is assigned from values every replica
   agrees on (all-replica sums), and only the first replica's write is kept.
 
+A single-level method may set `main_data = "labelled"`: it is then fed
+`data.train_with_reordered(batch)` (a second stream of labelled target examples, the training
+set reshuffled), and its Context carries `main_objectives`, the live target losses on that
+batch (ARML's main-task gradient from T_m itself, not from the few labelled rows of a
+semi-supervised batch).
+
 Hooks, each run exactly once: `after_lower_step(context)` after every lower update,
 `after_upper_step()` after every upper update, `on_epoch_end(epoch)` at the end of every
 epoch (before the callbacks that save the run). `extra_tasks` / `generated_labels` add
@@ -59,6 +65,8 @@ class Context:
     num_targets:     how many leading columns are target tasks.
     scratch:         per-replica, per-step values a strategy passes from `lower_gradients` to
                      `after_lower_step` (both receive this same Context).
+    main_objectives: with `main_data = "labelled"` and a two-stream batch: [this replica's share of
+                     each target's mean loss on the labelled batch], live w.r.t. theta; else None.
     variables:       the task model's ThetaVariables; `after_lower_step` may move theta after the
                      optimizer's step (e.g. ARML's Langevin noise), with the same value on every replica.
     """
@@ -78,6 +86,7 @@ class Context:
     num_targets: int = 1
     scratch: dict = dataclasses.field(default_factory=dict)
     variables: object = None
+    main_objectives: list = None
 
     @property
     def global_batch(self):
@@ -92,6 +101,7 @@ class Strategy(keras.layers.Layer):
     logs_weights = False  # whether example_weights is the schedule (logged per task while training)
     upper_defaults = UpperSettings()  # bi-level methods: the reference code's update of phi (tfaux.upper)
     upper_data = "dev"  # bi-level methods: "dev" split or "train" (a reordered copy of the training set)
+    main_data = None  # single-level methods: "labelled" adds a stream of labelled target examples
 
     def setup(self, tasks, feature_dim, num_examples):
         """Create the strategy's variables. tasks: targets first; num_examples: training-set size."""
