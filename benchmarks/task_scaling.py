@@ -50,7 +50,9 @@ def _data(t, steps, seed=0):
 def _model(method, t):
     keras.utils.set_random_seed(0)
     encoder = keras.Sequential([keras.layers.Dense(512, activation="relu"), keras.layers.Dense(512, activation="relu")])
-    model = tfaux.AuxiliaryModel(encoder, _tasks(t), tfaux.strategies.get(method), tf.TensorSpec((DIM,), tf.float32),
+    name, _, args = method.partition(":")  # e.g. "arml:interval=1" (method arguments after a colon)
+    strategy = tfaux.strategies.get(name, **tfaux.strategies.method_args(name, args.replace(";", ",")))
+    model = tfaux.AuxiliaryModel(encoder, _tasks(t), strategy, tf.TensorSpec((DIM,), tf.float32),
                                  num_examples=BATCH)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     return model
@@ -80,7 +82,8 @@ def crossing(points, level=2.0):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="all", help="comma-separated, or all gradient-space methods")
+    p.add_argument("--methods", default="all", help="comma-separated, or all gradient-space methods; a method's "
+                   "arguments may follow a colon, separated by ';' (arml:interval=1)")
     p.add_argument("--tasks", default="2,4,8,16,32,64,128,313")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--stop_ratio", type=float, default=4.0)

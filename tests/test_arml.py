@@ -86,9 +86,9 @@ def test_one_model_step_moves_alpha_by_the_projected_gradient_of_separate_tapes(
     assert abs(model.scheduler.alpha.numpy().sum() - 2.0) < 1e-5 and np.all(model.scheduler.alpha.numpy() >= 0)
 
 
-def test_with_a_labelled_stream_g_main_comes_from_it_and_theta_from_the_training_batch():
-    """main_data = "labelled": fed {"train", "dev"}, b = G_aux(train) g_main(dev); theta's step is
-    the training batch's alone."""
+def test_with_a_labelled_stream_the_main_task_comes_from_it():
+    """main_data = "labelled": fed {"train", "dev"}, b = G_aux(train) g_main(dev), and theta moves by
+    grad L_main(dev) + sum_k alpha_k grad L_k(train) (S4L: the main term on the labelled batch)."""
     model = _three_task_model(ARML(interval=1, weight_lr=0.05))
     batch = _three_task_batch()
     labelled = {k: ({t: a[::-1].copy() for t, a in v.items()} if isinstance(v, dict) else v[::-1].copy())
@@ -96,7 +96,8 @@ def test_with_a_labelled_stream_g_main_comes_from_it_and_theta_from_the_training
     labelled["labels"]["main"] = 1 - labelled["labels"]["main"]  # another main-task batch
     g = _tape_gradients(model, batch, model.theta.shared)
     g_main = _tape_gradients(model, labelled, model.theta.shared)[0]
-    everything = _tape_gradients(model, batch, model.theta.all)
+    everything = _tape_gradients(model, batch, model.theta.all)[1:].sum(0) + _tape_gradients(
+        model, labelled, model.theta.all)[0]
     b, gram = g[1:] @ g_main, g[1:] @ g[1:].T
     expected = project_simplex(tf.constant(1.0 + 2 * 0.05 * (b - gram @ np.ones(2))), total=2.0).numpy()
     assert not np.allclose(g_main, g[0])
@@ -104,7 +105,7 @@ def test_with_a_labelled_stream_g_main_comes_from_it_and_theta_from_the_training
     model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": labelled}), epochs=1, verbose=0)
     np.testing.assert_allclose(model.scheduler.alpha.numpy(), expected, atol=1e-5)
     applied = np.concatenate([((b0 - v.numpy()) / LR).ravel() for b0, v in zip(before, model.theta.all)])
-    np.testing.assert_allclose(applied, everything.sum(0), atol=2e-6)
+    np.testing.assert_allclose(applied, everything, atol=2e-6)
 
 
 def _masked_out(batch):

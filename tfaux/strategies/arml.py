@@ -28,8 +28,10 @@ algorithm=1 (Alg. 1, two stages): while alpha has not converged, every lower ste
 g_main comes from the main-task data T_m itself (Alg. 1: "main task data T_m, auxiliary task
 data T_ak"): a second stream of labelled target examples (`main_data = "labelled"`, the
 reshuffled training set restricted to them), since in a semi-supervised batch of 64 with 2%
-labels about one example carries the main label. Fed a single stream (plain `fit` on one
-dataset), g_main comes from the training batch's target losses.
+labels about one example carries the main label. theta's main term comes from that stream too
+(L = mean main loss on the labelled batch + sum_k alpha_k mean L_k on the training batch, as S4L
+trains), so two percent of labels do not shrink the main task's share of the update to two
+percent. Fed a single stream (plain `fit` on one dataset), both come from the training batch.
 
 Defaults, the reference code's (as measured for the methods notes): interval 20, SGD with
 learning rate 0.05 for alpha. Alpha and the convergence counters are state (saved with the
@@ -85,6 +87,14 @@ class ARML(Strategy):
     def example_weights(self, context):
         task_weights = tf.concat([tf.ones([self.num_targets]), tf.convert_to_tensor(self.alpha)], 0)
         return tf.ones_like(context.losses) * task_weights[None, :]
+
+    def lower_loss(self, losses, context):
+        """sum_targets L_main + sum_k alpha_k L_k. With the labelled stream, L_main is the mean over
+        that batch (S4L / Alg. 1: the main-task data T_m), else the batch's masked mean."""
+        if context.main_objectives is None:
+            return super().lower_loss(losses, context)
+        aux = tf.reduce_sum(losses[:, self.num_targets:] * context.masks[:, self.num_targets:], 0)
+        return tf.add_n(context.main_objectives) + tf.reduce_sum(self.alpha * aux) / context.global_batch
 
     def updating(self):
         """Whether alpha is still learned (always with algorithm 2; until converged with 1)."""
