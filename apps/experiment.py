@@ -21,7 +21,8 @@ import tfaux
 from apps import run_dir
 from pipelines.errors import DataError
 from tfaux import hypergrad, models, schedule
-from tfaux.backup import BackupError, BestWeights, EpochBackup, finished_epochs, write_json_atomically
+from tfaux.backup import (BackupError, BestWeights, EpochBackup, finished_epochs, replace_atomically,
+                          write_json_atomically)
 from tfaux.callbacks import DivergenceMonitor, ScheduleRecorder
 from tfaux.tasks import with_roles
 
@@ -114,11 +115,8 @@ def load_data(flags):
 
 
 def upper_settings(flags, strategy):
-    """The method's reference upper update (tfaux.upper) with the --upper_* flags that are set."""
-    for name in ("upper_lr", "upper_weight_decay", "upper_clipnorm"):
-        value = flags[name].value
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"--{name} must be a finite number, got {value}.")
+    """The method's reference upper update (tfaux.upper) with the --upper_* flags that are set
+    (`check_numbers` has refused non-finite ones)."""
     return strategy.upper_defaults.override(optimizer=flags.upper_optimizer, learning_rate=flags.upper_lr,
                                             weight_decay=flags.upper_weight_decay, clipnorm=flags.upper_clipnorm)
 
@@ -206,12 +204,12 @@ def run(flags, extra_callbacks=()):
     data = load_data(flags)
     with distribution(flags.distribute).scope():
         model = build_model(flags, data)
-    defining = {name: _json_value(flags[name].value) for name in flags_used(flags)}
-    with run_dir.Claim(out, defining, overwrite=flags.overwrite):
-        return _train_and_report(flags, out, data, model, extra_callbacks)
+    used = {name: _json_value(flags[name].value) for name in flags_used(flags)}
+    with run_dir.Claim(out, used, overwrite=flags.overwrite):
+        return _train_and_report(flags, used, out, data, model, extra_callbacks)
 
 
-def _train_and_report(flags, out, data, model, extra_callbacks):
+def _train_and_report(flags, used, out, data, model, extra_callbacks):
     start = time.time()
     monitor, mode = model.selection_metric
     backup = EpochBackup(os.path.join(out, "backup"))
@@ -244,9 +242,9 @@ def _train_and_report(flags, out, data, model, extra_callbacks):
         backup.set_model(model)
         backup.restore()
         history = {}
-    elif not model.scheduler.bilevel and model.scheduler.main_data != "labelled":
+    elif model.scheduler.second_stream is None:
         train = data.train(flags.batch_size, **epochs)
-    elif model.scheduler.upper_data == "train" or not model.scheduler.bilevel:  # + labelled reshuffled train
+    elif model.scheduler.second_stream == "train":  # a reordered copy of the training set
         train = data.train_with_reordered(flags.batch_size, flags.dev_batch_size, **epochs)
     else:
         train = data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs)
@@ -259,7 +257,7 @@ def _train_and_report(flags, out, data, model, extra_callbacks):
     common = {
         "method": flags.method, "dataset": flags.dataset, "primary_metric": metric,
         "targets": [t.name for t in model.targets], "epochs": flags.epochs, "resumed_at_epoch": first_epoch,
-        "flags": {name: _json_value(flags[name].value) for name in flags_used(flags)},
+        "flags": used,
         "history": {k: [_json_value(x) for x in v] for k, v in history.items()},
     }
     if divergence.diverged is not None:  # nothing is exported; the run is not a result
@@ -277,10 +275,10 @@ def _train_and_report(flags, out, data, model, extra_callbacks):
     export_atomically(model, os.path.join(out, "saved_model"), data)
     if model.scheduler.bilevel:
         weights = schedule.example_weights(model, data.train_eval(256), data.num_train)
-        partial = os.path.join(out, "schedule.partial.npz")
-        np.savez_compressed(partial, weights=weights, tasks=np.array([t.name for t in model.tasks]),
-                            corrupted=data.corrupted, labelled=data.labelled)
-        os.replace(partial, os.path.join(out, "schedule.npz"))
+        arrays = dict(weights=weights, tasks=np.array([t.name for t in model.tasks]), corrupted=data.corrupted,
+                      labelled=data.labelled)
+        replace_atomically(os.path.join(out, "schedule.npz"), lambda partial: np.savez_compressed(partial, **arrays),
+                           partial=os.path.join(out, "schedule.partial.npz"))
     best = (max if mode == "max" else min)(values) if values else None
     metrics = {
         "status": "ok", **common,

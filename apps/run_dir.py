@@ -90,12 +90,12 @@ def clear(out):
 
 
 class Claim:
-    """Holds the folder for one run: `with Claim(out, flags, overwrite) as claim:`; `claim.resuming`
-    tells whether an interrupted run with these flags is being continued."""
+    """Holds the folder for one run: `with Claim(out, flags, overwrite):` (the backup, kept when an
+    interrupted run with these flags is continued, tells the run where to resume)."""
 
     def __init__(self, out, flags, overwrite=False):
         self.out, self.flags, self.overwrite = out, json.loads(json.dumps(flags)), overwrite
-        self._handle, self.resuming = None, False
+        self._handle = None
 
     def __enter__(self):
         os.makedirs(self.out, exist_ok=True)
@@ -122,8 +122,7 @@ class Claim:
                 raise OutputDirError(f"--output_dir={self.out} holds {kind} run with other flags "
                                      f"({'; '.join(changed[:3])}); {advice}pass --overwrite to replace it, or "
                                      "choose another folder.")
-        self.resuming = interrupted and not self.overwrite
-        if not self.resuming:
+        if not interrupted or self.overwrite:
             clear(self.out)
         backup.write_json_atomically(os.path.join(self.out, "run.json"), {"flags": self.flags})
 

@@ -1,7 +1,7 @@
 """Train one method on one dataset: python -m apps.train --method=jtds --dataset=digits ...
 
 Writes metrics.json, saved_model/ (primary task only), schedule.npz (scheduler
-methods), best.weights.h5, TensorBoard logs and a BackupAndRestore checkpoint
+methods), best.weights.h5, TensorBoard logs and a crash-safe epoch backup (tfaux.backup)
 under --output_dir. `--helpfull` documents every flag.
 """
 

@@ -36,16 +36,23 @@ def _fsync(path):
         os.close(fd)
 
 
-def write_json_atomically(path, value):
-    """Write `value` as JSON to `path` so that readers see the old file or the new one, never a
-    partial one (temporary file in the same folder, fsync, os.replace, fsync of the folder)."""
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(value, f, indent=2, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
+def replace_atomically(path, write, partial=None):
+    """Write a file so that readers see the old one or the new one, never a partial one:
+    `write(partial)` (default partial: `<path>.partial`, in the same folder), fsync, os.replace
+    onto `path`, fsync of the folder."""
+    partial = partial or f"{path}.partial"
+    write(partial)
+    _fsync(partial)
     os.replace(partial, path)
     _fsync(os.path.dirname(os.path.abspath(path)))
+
+
+def write_json_atomically(path, value):
+    """`value` as JSON in `path` (NaN and infinity refused), replaced atomically."""
+    def write(partial):
+        with open(partial, "w") as f:
+            json.dump(value, f, indent=2, allow_nan=False)
+    replace_atomically(path, write)
 
 
 def finished_epochs(backup_dir):
@@ -155,7 +162,5 @@ class BestWeights(keras.callbacks.Callback):
         if self.best is not None and not (value > self.best if self.mode == "max" else value < self.best):
             return
         self.best = value
-        partial = self.path[:-len(".weights.h5")] + ".partial.weights.h5"
-        self.model.save_weights(partial)
-        _fsync(partial)
-        os.replace(partial, self.path)
+        replace_atomically(self.path, self.model.save_weights,
+                           partial=self.path[:-len(".weights.h5")] + ".partial.weights.h5")

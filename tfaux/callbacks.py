@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from tfaux import schedule
+from tfaux import backup, schedule
 
 
 class ScheduleRecorder(keras.callbacks.Callback):
@@ -85,9 +85,9 @@ class ScheduleRecorder(keras.callbacks.Callback):
             self._summarize(epoch + 1, weights)
         self.seconds += time.time() - start
         if self.path:
-            partial = f"{self.path}.partial.npz"
-            np.savez_compressed(partial, **self.history())
-            os.replace(partial, self.path)
+            history = self.history()
+            backup.replace_atomically(self.path, lambda partial: np.savez_compressed(partial, **history),
+                                      partial=f"{self.path}.partial.npz")
 
     def resume(self, epochs):
         """Continue the history that an interrupted run saved at `path`: keep its entries of

@@ -62,7 +62,7 @@ def _mask(batch, name, labels):
 
 class StrategyEpochHook(keras.callbacks.Callback):
     """Calls `strategy.on_epoch_end(epoch)`; AuxiliaryModel.fit puts it first, so it runs
-    before the callbacks that save the run (BackupAndRestore, checkpoints)."""
+    before the callbacks that save the run (tfaux.backup.EpochBackup, checkpoints)."""
 
     def __init__(self, strategy):
         super().__init__()
@@ -310,7 +310,7 @@ class AuxiliaryModel(keras.Model):
             regularization = self._regularization()
             context = self._context(batch, forward, regularization)
             if self.scheduler.main_data == "labelled" and "dev" in data:
-                context.main_objectives = self._target_objectives(data["dev"])
+                context.main_objective = self.dev_objective(data["dev"]) * float(self.num_targets)
             objective = self.scheduler.lower_loss(forward.losses, context) + regularization
         grads = self.scheduler.lower_gradients(tape, objective, forward.losses, context, self.theta)
         del tape
@@ -326,12 +326,6 @@ class AuxiliaryModel(keras.Model):
                 tracker.update_state(tf.reduce_sum(weights[:, k] * masks[:, k]) / tf.maximum(count, 1.0),
                                      sample_weight=count)
         return self._logs()
-
-    def _target_objectives(self, batch):
-        """[this replica's share of each target's mean loss on `batch`], live (training mode)."""
-        f = self.forward(batch, training=True)
-        size = distribute.global_batch_size(tf.shape(f.masks)[0])
-        return [tf.reduce_sum(f.task_losses[k] * f.masks[:, k]) / size for k in range(self.num_targets)]
 
     def test_step(self, data):
         batch = data["train"] if "train" in data else data

@@ -91,10 +91,10 @@ class ARML(Strategy):
     def lower_loss(self, losses, context):
         """sum_targets L_main + sum_k alpha_k L_k. With the labelled stream, L_main is the mean over
         that batch (S4L / Alg. 1: the main-task data T_m), else the batch's masked mean."""
-        if context.main_objectives is None:
+        if context.main_objective is None:
             return super().lower_loss(losses, context)
         aux = tf.reduce_sum(losses[:, self.num_targets:] * context.masks[:, self.num_targets:], 0)
-        return tf.add_n(context.main_objectives) + tf.reduce_sum(self.alpha * aux) / context.global_batch
+        return context.main_objective + tf.reduce_sum(self.alpha * aux) / context.global_batch
 
     def updating(self):
         """Whether alpha is still learned (always with algorithm 2; until converged with 1)."""
@@ -106,19 +106,14 @@ class ARML(Strategy):
         due = tf.logical_and(tf.equal((context.step + 1) % self.interval, 0), self.updating())
 
         size = sum(int(np.prod(v.shape)) for v in variables.shared)
-
-        if context.main_objectives is not None:  # g_main from the labelled stream (T_m), g_k from the batch
+        main_objective = context.main_objective  # the labelled stream (T_m), else the batch's targets
+        if main_objective is None:
             with tape:
-                main_objective = tf.add_n(context.main_objectives)
-            targets = lambda: [tg.gradients(tape, main_objective, variables.shared)]  # noqa: E731
-        else:
-            targets = lambda: [tg.gradients(tape, tf.add_n(objectives[:self.num_targets]),  # noqa: E731
-                                            variables.shared)]
-        aux_tasks = range(self.num_targets, self.num_tasks)
+                main_objective = tf.add_n(objectives[:self.num_targets])
+        tasks = [main_objective] + objectives[self.num_targets:]
 
         def shared_flat():  # this replica's share; the all-reduce must stay outside the cond
-            return tf.stack([tg.flat(g) for g in targets() + tg.shared_gradients(tape, objectives, variables,
-                                                                                 aux_tasks)])
+            return tf.stack([tg.flat(g) for g in tg.shared_gradients(tape, tasks, variables, range(len(tasks)))])
 
         flat = distribute.replica_sum(tf.cond(due, shared_flat, lambda: tf.zeros([1 + self.num_aux, size])))
         main, aux = flat[0], flat[1:]

@@ -17,13 +17,13 @@ A strategy's variables come in three kinds:
 - lower: `add_lower_weight`, trained with theta by the lower optimizer, from the gradients
   `lower_gradients` returns for them (default: of the lower objective);
 - state: `add_state` (non-trainable, e.g. loss histories), saved with the model and by
-  BackupAndRestore, so resume stays exact. State is assigned from values every replica
+  tfaux.backup.EpochBackup, so resume stays exact. State is assigned from values every replica
   agrees on (all-replica sums), and only the first replica's write is kept.
 
 A single-level method may set `main_data = "labelled"`: it is then fed
 `data.train_with_reordered(batch)` (a second stream of labelled target examples, the training
-set reshuffled), and its Context carries `main_objectives`, the live target losses on that
-batch (ARML's main-task gradient from T_m itself, not from the few labelled rows of a
+set reshuffled), and its Context carries `main_objective`, the live target losses on that
+batch, summed (ARML's main-task gradient from T_m itself, not from the few labelled rows of a
 semi-supervised batch).
 
 Hooks, each run exactly once: `after_lower_step(context)` after every lower update,
@@ -65,8 +65,8 @@ class Context:
     num_targets:     how many leading columns are target tasks.
     scratch:         per-replica, per-step values a strategy passes from `lower_gradients` to
                      `after_lower_step` (both receive this same Context).
-    main_objectives: with `main_data = "labelled"` and a two-stream batch: [this replica's share of
-                     each target's mean loss on the labelled batch], live w.r.t. theta; else None.
+    main_objective:  with `main_data = "labelled"` and a two-stream batch: this replica's share of the
+                     sum of the targets' mean losses on the labelled batch, live w.r.t. theta; else None.
     variables:       the task model's ThetaVariables; `after_lower_step` may move theta after the
                      optimizer's step (e.g. ARML's Langevin noise), with the same value on every replica.
     """
@@ -86,7 +86,7 @@ class Context:
     num_targets: int = 1
     scratch: dict = dataclasses.field(default_factory=dict)
     variables: object = None
-    main_objectives: list = None
+    main_objective: tf.Tensor = None
 
     @property
     def global_batch(self):
@@ -109,6 +109,14 @@ class Strategy(keras.layers.Layer):
         self.num_tasks = len(self.tasks)
         self.num_targets = sum(1 for t in self.tasks if t.is_primary)
         self.built = True
+
+    @property
+    def second_stream(self):
+        """The stream fed next to the training batches as batch["dev"]: "dev" (the dev split),
+        "train" (a reordered copy of the training set, labelled target examples) or None."""
+        if self.bilevel:
+            return self.upper_data
+        return "train" if self.main_data == "labelled" else None
 
     # ------------------------------------------------------------------ variables
     def add_lower_weight(self, **kwargs):
