@@ -22,7 +22,7 @@ from apps import run_dir
 from pipelines.errors import DataError
 from tfaux import hypergrad, models, schedule
 from tfaux.backup import (BackupError, BestWeights, EpochBackup, finished_epochs, replace_atomically,
-                          write_json_atomically)
+                          write_json_atomically, write_text_atomically)
 from tfaux.callbacks import DivergenceMonitor, ScheduleRecorder
 from tfaux.tasks import with_roles
 
@@ -76,18 +76,21 @@ def build_strategy(flags, tasks):
         raise ConfigError(f"--method_args: {e}") from None
 
 
-IMAGE_ENCODERS = ("convnet4", "resnet18", "lenet")
+IMAGE_ENCODERS = ("convnet4", "resnet18", "wrn28_2", "lenet", "segnet")
 DICT_ENCODERS = ("tabular", "autoint")
 
 
 def build_encoder(flags, data):
     """The --encoder backbone, checked against the dataset's input kind."""
     spec = data.input_spec
+    dense = [t.name for t in data.tasks if t.is_dense]
     if flags.encoder_weights and flags.encoder != "resnet18":
         raise ConfigError(f"--encoder_weights is for --encoder=resnet18 only, not --encoder={flags.encoder}.")
-    if flags.encoder == "auto":
+    if flags.encoder == "auto" and not dense:
         return models.for_input(spec)
     is_image = isinstance(spec, tf.TensorSpec) and len(spec.shape) == 3
+    if dense or flags.encoder == "segnet":
+        return _segnet(flags, data, dense, is_image)
     if flags.encoder in IMAGE_ENCODERS and not is_image:
         raise ConfigError(f"--encoder={flags.encoder} needs image inputs; dataset '{flags.dataset}' has none "
                           "(use --encoder=auto).")
@@ -102,16 +105,34 @@ def build_encoder(flags, data):
             return models.resnet18(stem=stem, weights=flags.encoder_weights)
         except ValueError as e:
             raise ConfigError(f"--encoder_weights: {e}") from None
+    if flags.encoder == "wrn28_2":
+        return models.wide_resnet(28, 2)
     return {"convnet4": models.convnet4, "lenet": models.lenet, "mlp": models.mlp_encoder}[flags.encoder]()
+
+
+def _segnet(flags, data, dense, is_image):
+    """SegNet for a dataset whose tasks are all per-pixel (seed 002's NYUv2)."""
+    if dense and flags.encoder not in ("auto", "segnet"):
+        raise ConfigError(f"Dataset '{flags.dataset}' has per-pixel tasks {dense}; use --encoder=segnet (or auto).")
+    other = [t.name for t in data.tasks if not t.is_dense]
+    if not is_image or not dense or other:
+        raise ConfigError(f"--encoder=segnet needs image inputs and every task per-pixel; tasks {other or 'all'} "
+                          "are not (pass --norotation / --noexemplar).")
+    try:
+        return models.segnet(tuple(data.input_spec.shape))
+    except ValueError as e:
+        raise ConfigError(f"--encoder=segnet: {e}") from None
 
 
 def load_data(flags):
     setting = pipelines.Setting(dev_size=flags.dev_size, dev_per_class=flags.dev_per_class,
                                 label_fraction=flags.label_fraction, shots_per_class=flags.shots_per_class,
+                                num_labelled=flags.num_labelled, val_fraction=flags.val_fraction,
                                 noise_rate=flags.noise_rate, noise_kind=flags.noise_kind,
                                 rotation=flags.rotation, exemplar=flags.exemplar, aux_dataset=flags.aux_dataset,
                                 seed=flags.seed)
-    return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting, aux_data_dir=flags.aux_data_dir)
+    return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting, aux_data_dir=flags.aux_data_dir,
+                          options=pipelines.options(flags.dataset, flags.dataset_args))
 
 
 def upper_settings(flags, strategy):
@@ -139,8 +160,38 @@ def build_model(flags, data):
                                      hessian_scope=flags.hessian_scope, upper=upper)
     except ValueError as e:  # a strategy refusing these tasks or arguments
         raise ConfigError(f"--method={flags.method}: {e}") from None
-    model.compile(optimizer=keras.optimizers.Adam(flags.lr))
+    model.compile(optimizer=task_optimizer(flags, data.steps_per_epoch(flags.batch_size)))
     return model
+
+
+def lr_decay_steps(text):
+    """[(epoch, factor)] of `--lr_decay=epoch=factor,...`, epochs increasing; ConfigError otherwise."""
+    steps = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        epoch, sep, factor = item.partition("=")
+        try:
+            epoch, factor = int(epoch), float(factor)
+        except ValueError:
+            sep = ""
+        if not sep or epoch < 1 or not (math.isfinite(factor) and factor > 0) or (steps and epoch <= steps[-1][0]):
+            raise ConfigError(f"--lr_decay must look like '80=0.1' or '30=0.1,60=0.01' (increasing epochs >= 1, "
+                              f"factors > 0), got '{text}'.")
+        steps.append((epoch, factor))
+    return steps
+
+
+def task_optimizer(flags, steps_per_epoch):
+    """--optimizer at --lr, times each --lr_decay factor from its epoch on (a function of the
+    optimizer's step count, so exact on resume)."""
+    lr = flags.lr
+    decay = lr_decay_steps(flags.lr_decay)
+    if decay:
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [epoch * steps_per_epoch - 1 for epoch, _ in decay],  # (a boundary's own step keeps the earlier rate)
+            [flags.lr] + [flags.lr * f for _, f in decay])
+    if flags.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9)
+    return keras.optimizers.Adam(lr)
 
 
 def _json_value(v):
@@ -200,6 +251,7 @@ def run(flags, extra_callbacks=()):
     (seed, epoch), the history so far comes back from history.csv and selection continues
     from its best. The folder is locked while the run uses it (apps.run_dir)."""
     check_numbers(flags)
+    lr_decay_steps(flags.lr_decay)  # a malformed schedule is refused before any data is read
     out = run_dir.checked_path(flags.output_dir)
     data = load_data(flags)
     with distribution(flags.distribute).scope():
@@ -231,7 +283,7 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks):
     ]
     recorder = None
     if model.scheduler.bilevel:  # sampled examples' weights and JTDS loss filter, every epoch
-        recorder = ScheduleRecorder(data.train_eval(256), data.num_train, seed=flags.seed,
+        recorder = ScheduleRecorder(data.train_eval(flags.eval_batch_size), data.num_train, seed=flags.seed,
                                     corrupted=data.corrupted, labelled=data.labelled,
                                     log_dir=os.path.join(out, "logs", "schedule"),
                                     path=os.path.join(out, "schedule_history.npz"))
@@ -249,7 +301,7 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks):
     else:
         train = data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs)
     if first_epoch < flags.epochs:
-        history = model.fit(train, validation_data=data.val(256), epochs=flags.epochs, initial_epoch=first_epoch,
+        history = model.fit(train, validation_data=data.val(flags.eval_batch_size), epochs=flags.epochs, initial_epoch=first_epoch,
                             callbacks=callbacks, steps_per_epoch=data.steps_per_epoch(flags.batch_size),
                             verbose=flags.verbose, shuffle=False).history  # (the pipeline shuffles)
     history = {k: earlier.get(k, []) + list(history.get(k, [])) for k in dict.fromkeys([*history, *earlier])}
@@ -271,10 +323,10 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks):
     values = history.get(monitor, [])
     if os.path.exists(best_path):
         model.load_weights(best_path)
-    test = model.evaluate(data.test(256), return_dict=True, verbose=0)
+    test = model.evaluate(data.test(flags.eval_batch_size), return_dict=True, verbose=0)
     export_atomically(model, os.path.join(out, "saved_model"), data)
     if model.scheduler.bilevel:
-        weights = schedule.example_weights(model, data.train_eval(256), data.num_train)
+        weights = schedule.example_weights(model, data.train_eval(flags.eval_batch_size), data.num_train)
         arrays = dict(weights=weights, tasks=np.array([t.name for t in model.tasks]), corrupted=data.corrupted,
                       labelled=data.labelled)
         replace_atomically(os.path.join(out, "schedule.npz"), lambda partial: np.savez_compressed(partial, **arrays),
@@ -291,9 +343,30 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks):
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "num_train": data.num_train, "num_dev": data.num_dev, "num_val": data.num_val, "num_test": data.num_test,
     }
+    weights = {t.name: history[f"{t.name}_weight"][-1] for t in model.tasks if history.get(f"{t.name}_weight")}
+    if weights:  # methods that log task weights: each task's mean weight over the last epoch
+        metrics["task_weights"] = {k: _json_value(v) for k, v in weights.items()}
+        table = task_weight_table(metrics)
+        write_text_atomically(os.path.join(out, "task_weights.md"), table)
     write_metrics(out, metrics)
     backup.remove()  # only now: a kill before this resumes without retraining
     return metrics
+
+
+def task_weight_table(metrics, top=5):
+    """Markdown: the auxiliary tasks by learned weight, highest first (seed 003, Table 3: with more
+    than 2 * top of them, the `top` most and least related first)."""
+    targets = set(metrics["targets"])
+    ranked = sorted(((w, name) for name, w in metrics["task_weights"].items() if name not in targets and w is not None),
+                    key=lambda p: (-p[0], p[1]))
+    lines = [f"# Auxiliary tasks by learned weight: {metrics['method']}, target {', '.join(metrics['targets'])} "
+             "(each task's mean weight over the last epoch)", ""]
+    if len(ranked) > 2 * top:
+        lines += ["| most related | weight | least related | weight |", "|---|---|---|---|"]
+        lines += [f"| {hi[1]} | {hi[0]:.4g} | {lo[1]} | {lo[0]:.4g} |" for hi, lo in zip(ranked[:top], ranked[::-1][:top])]
+        lines.append("")
+    lines += ["| task | weight |", "|---|---|"] + [f"| {name} | {w:.4g} |" for w, name in ranked]
+    return "\n".join(lines) + "\n"
 
 
 def export_atomically(model, path, data):
@@ -327,5 +400,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
-    from apps.flags import FLAGS
+    from apps.flags import FLAGS, apply_dataset_defaults
+    apply_dataset_defaults(FLAGS)
     main_with_errors(FLAGS)

@@ -9,28 +9,46 @@ FLAGS = flags.FLAGS
 DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e-3, upper_optimizer=None,
                 upper_lr=None, upper_interval=20, dev_size=None, label_fraction=1.0, noise_rate=0.0, rotation=True,
                 encoder="auto", output_dir="runs/default", shots_per_class=0, exemplar=False, method_args="",
-                target_tasks=(), privileged_tasks=None)
+                target_tasks=(), privileged_tasks=None, num_labelled=0, dataset_args="", optimizer="adam",
+                lr_decay="", val_fraction=0.2,
+                dev_batch_size=32, eval_batch_size=256)
 
 
-def define_flags(**defaults):
+# {dataset: {flag: value}}: a binary's per-dataset defaults (define_flags(dataset_defaults=...)).
+DATASET_DEFAULTS = {}
+
+
+def define_flags(dataset_defaults=None, **defaults):
     """Define every flag; `defaults` overrides the default of any of them by name
-    (an experiment binary is this call with its paper's settings)."""
-    unknown = sorted(set(defaults) - set(DEFAULTS))
+    (an experiment binary is this call with its paper's settings); `dataset_defaults`
+    {dataset: {flag: value}} gives the paper's settings of each dataset, used for the flags
+    not given on the command line (apply_dataset_defaults)."""
+    unknown = sorted(set(defaults).union(*(dataset_defaults or {}).values()) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"define_flags got unknown flag names {unknown}.")
+    DATASET_DEFAULTS.update(dataset_defaults or {})
     d = {**DEFAULTS, **defaults}
     flags.DEFINE_enum("method", d["method"], list(tfaux.strategies.METHODS),
                       "How tasks and examples are weighted. " + tfaux.strategies.help_text() + ".")
     flags.DEFINE_string("method_args", d["method_args"], "Constructor arguments of the method as name=value,... (Python "
                         "literals, e.g. 'temperature=2.0' or 'hidden=(10,10)'); unset: the paper's defaults.")
     flags.DEFINE_string("dataset", d["dataset"], "Dataset name, as accepted by pipelines.load.")
+    flags.DEFINE_string("dataset_args", d["dataset_args"], "Options of the dataset's loader as name=value,... "
+                        "(Python literals, e.g. 'primary=\"Male\"' for celeb_a or 'target_domain=\"photo\",shots=1' "
+                        "for pacs); unset: the loader's defaults.")
     flags.DEFINE_string("data_dir", None, "Directory with the dataset's own raw files (e.g. the MNIST idx "
                         "files); unset: a bundled dataset or a prepared TFDS copy, never a download.")
     flags.DEFINE_integer("epochs", d["epochs"], "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", d["batch_size"], "Global training batch size.", lower_bound=1)
-    flags.DEFINE_integer("dev_batch_size", 32, "Global batch size of the dev stream (upper level).",
+    flags.DEFINE_integer("dev_batch_size", d["dev_batch_size"], "Global batch size of the dev stream (upper level).",
                          lower_bound=1)
-    flags.DEFINE_float("lr", d["lr"], "Learning rate of the task model (Adam).", lower_bound=0.0)
+    flags.DEFINE_integer("eval_batch_size", d["eval_batch_size"], "Batch size of the validation, test and "
+                         "schedule passes.", lower_bound=1)
+    flags.DEFINE_float("lr", d["lr"], "Learning rate of the task model.", lower_bound=0.0)
+    flags.DEFINE_enum("optimizer", d["optimizer"], ["adam", "sgd"], "Optimizer of the task model (sgd: "
+                      "momentum 0.9).")
+    flags.DEFINE_string("lr_decay", d["lr_decay"], "Step decay of --lr as epoch=factor,...: from that epoch on "
+                        "the rate is --lr times the factor (e.g. '160=0.2' or '30=0.1,60=0.01'); unset: constant.")
     flags.DEFINE_enum("upper_optimizer", d["upper_optimizer"], ["sgd", "adam"],
                       "Optimizer of the scheduler / combiner; unset: the method's reference one (SGD, "
                       "momentum 0.9).")
@@ -51,10 +69,15 @@ def define_flags(**defaults):
                        "(0: none); unset: the method's (JTDS 10, AuxiLearn 25).", lower_bound=0.0)
     flags.DEFINE_integer("dev_size", d["dev_size"], "Clean primary examples in the dev set, stratified, taken out of "
                          "validation (default: min(200, 35% of the validation part)).", lower_bound=1)
+    flags.DEFINE_float("val_fraction", d["val_fraction"], "Share of the training examples held out for "
+                       "validation (dev included) when the dataset has no official validation split.",
+                       lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_float("label_fraction", d["label_fraction"], "Fraction of training examples that keep their primary "
                        "label (semi-supervised below 1).", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_float("noise_rate", d["noise_rate"], "Fraction of training primary labels corrupted.",
                        lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_integer("num_labelled", d["num_labelled"], "Keep exactly this many labelled primary training "
+                         "examples, stratified (S4L's 4,000 CIFAR-10 / 1,000 SVHN labels; 0: off).", lower_bound=0)
     flags.DEFINE_integer("shots_per_class", d["shots_per_class"], "K-shot: keep only K labelled primary "
                          "examples per class (0: off).", lower_bound=0)
     flags.DEFINE_integer("dev_per_class", 0, "If > 0, the dev set is K clean examples per class taken out of "
@@ -71,9 +94,12 @@ def define_flags(**defaults):
     flags.DEFINE_list("privileged_tasks", d["privileged_tasks"], "Auxiliary (privileged) tasks to train with, by name; unset: every "
                       "task that is not a target.")
     flags.DEFINE_string("aux_weights", "", "Equal: fixed task weights as name=value,... (default 1 each).")
-    flags.DEFINE_enum("encoder", d["encoder"], ["auto", "convnet4", "resnet18", "lenet", "mlp", "tabular", "autoint"],
+    flags.DEFINE_enum("encoder", d["encoder"], ["auto", "convnet4", "resnet18", "wrn28_2", "lenet", "mlp", "tabular",
+                                                   "autoint", "segnet"],
                       "Shared encoder (backbone); auto: ConvNet-4 for images, tabular (feature "
-                      "embeddings + MLP) for recommendation data, MLP for vectors.")
+                      "embeddings + MLP) for recommendation data, MLP for vectors; wrn28_2: WRN-28-2 "
+                      "(seed 003's S4L backbone); segnet: SegNet encoder-decoder for per-pixel tasks (seed "
+                      "002's NYUv2 backbone; auto picks it when every task is per-pixel).")
     flags.DEFINE_string("encoder_weights", None, "Keras weights file (.weights.h5) to start ResNet-18 from "
                         "(pretrained weights you already have; nothing is downloaded).")
     flags.DEFINE_enum("distribute", "none", ["none", "mirrored"],
@@ -85,3 +111,12 @@ def define_flags(**defaults):
     flags.DEFINE_boolean("overwrite", False, "Replace the run in --output_dir even when it was made with other "
                          "flags (without it, such a folder is refused; the same flags resume or rerun it).")
     flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
+
+
+def apply_dataset_defaults(flag_values, table=None):
+    """Set the --dataset's own defaults (`table`, default DATASET_DEFAULTS) on every flag not given
+    on the command line."""
+    table = DATASET_DEFAULTS if table is None else table
+    for name, value in table.get(flag_values.dataset, {}).items():
+        if not flag_values[name].present:
+            flag_values[name].value = value

@@ -22,7 +22,8 @@ from tfaux import backup
 
 OUTPUTS = ("metrics.json", "history.csv", "saved_model", "saved_model.partial", "schedule.npz",
            "schedule.partial.npz", "schedule_history.npz", "schedule_history.npz.partial.npz", "best.weights.h5",
-           "best.partial.weights.h5", "backup", "logs", "run.json", "metrics.json.partial", "run.json.partial")
+           "best.partial.weights.h5", "backup", "logs", "run.json", "metrics.json.partial", "run.json.partial",
+           "task_weights.md", "task_weights.md.partial")
 # Flags that do not change what a run computes.
 NOT_DEFINING = ("output_dir", "verbose", "overwrite", "distribute")
 

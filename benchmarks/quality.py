@@ -11,6 +11,9 @@ Settings (each one `apps.compare` call, so an interrupted benchmark resumes run 
   mnist_semi   the same with 10% of primary labels kept. Targets: JTDS >= STL + 1 point and
                >= Equal.
   ml100k       MovieLens-100K rating (primary) + CTR, AutoInt. Target: JTDS RMSE <= STL RMSE.
+  mnist_arml   ARML (seed 003): 2% of primary labels, rotation + Exemplar-MT auxiliaries, 10 epochs,
+               batch 64; STL, ARML and Uniform (ARML with its weights fixed at 1, weight_lr=0: S4L).
+               Targets: ARML >= Uniform and >= STL.
 
 Writes <output_dir>/<setting>/results.{md,csv} (apps.compare's table: mean +- SEM over seeds,
 delta vs STL, time and memory ratios) and <output_dir>/quality.md: those tables, the AUC of
@@ -37,6 +40,9 @@ SETTINGS = {
                        flags=["dataset=mnist", "label_fraction=0.1"]),
     "ml100k": dict(experiment="recommendation", data="ml-100k",
                    flags=["dataset=movielens_100k", "encoder=autoint"]),
+    "mnist_arml": dict(experiment="semi_supervised", data="mnist", epochs=10, batch_size=64, methods="stl,arml",
+                       flags=["dataset=mnist", "label_fraction=0.02", "exemplar=true"],
+                       variants={"uniform": ("arml", ["method_args=weight_lr=0.0"])}),
 }
 BILEVEL = ("jtds", "jtds_normalized", "njtds", "auxilearn")
 # One configuration for every method (STL and Equal ignore the upper-level flags): an upper
@@ -121,17 +127,21 @@ def mean_sem(values):
 def run_setting(name, args):
     spec = SETTINGS[name]
     out = os.path.join(args.output_dir, name)
-    cmd = [sys.executable, "-m", "apps.compare", f"--experiment={spec['experiment']}",
-           f"--methods={args.methods}", f"--seeds={args.seeds}", f"--output_dir={out}",
-           f"--set=data_dir={os.path.join(args.data_root, spec['data'])}", "--set=verbose=2"]
-    cmd += [f"--set={f}" for f in COMMON + spec["flags"]]
-    if name.startswith("mnist"):
-        cmd += [f"--set=epochs={spec.get('epochs', args.mnist_epochs)}", f"--set=batch_size={args.mnist_batch_size}"]
-    else:
-        cmd += [f"--set=epochs={args.ml_epochs}"]
-    cmd += [f"--set={f}" for f in args.set]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    runs = [(out, spec.get("methods", args.methods), [])]
+    runs += [(os.path.join(out, variant), method, extra) for variant, (method, extra) in spec.get("variants", {}).items()]
+    for folder, methods, extra in runs:
+        cmd = [sys.executable, "-m", "apps.compare", f"--experiment={spec['experiment']}",
+               f"--methods={methods}", f"--seeds={args.seeds}", f"--output_dir={folder}",
+               f"--set=data_dir={os.path.join(args.data_root, spec['data'])}", "--set=verbose=2"]
+        cmd += [f"--set={f}" for f in COMMON + spec["flags"] + extra]
+        if name.startswith("mnist"):
+            cmd += [f"--set=epochs={spec.get('epochs', args.mnist_epochs)}",
+                    f"--set=batch_size={spec.get('batch_size', args.mnist_batch_size)}"]
+        else:
+            cmd += [f"--set=epochs={args.ml_epochs}"]
+        cmd += [f"--set={f}" for f in args.set]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
     return out
 
 
@@ -147,6 +157,14 @@ def report(args):
         with open(table) as f:
             lines += [f"## {name}", "", f.read().strip(), ""]
         rows = read_table(os.path.join(out, "results.csv"))
+        for variant in SETTINGS[name].get("variants", {}):
+            path = os.path.join(out, variant, "results.csv")
+            if os.path.exists(path):
+                row = next(iter(read_table(path).values()))
+                rows[variant] = row
+                method, extra = SETTINGS[name]["variants"][variant]
+                lines += [f"- {variant} (`{method}` with {', '.join(extra)}): {100 * float(row['mean']):.2f} "
+                          f"+- {100 * float(row['sem']):.2f}", ""]
         if name.startswith("mnist_noise"):
             for method in BILEVEL:
                 values = []
@@ -208,6 +226,10 @@ def targets(name, rows, out, args):
             lines.append(f"- target {method} at 30 epochs: AUC >= 0.95 ({a:.3f}) and test accuracy within 0.5 points "
                          f"of the same seeds' 8-epoch runs ({mean:+.2f} points over {len(drift)} seed(s)): {check(ok)}")
         return lines
+    if name == "mnist_arml":
+        arml, uniform = _mean(rows, "arml"), _mean(rows, "uniform")
+        return [f"- target ARML >= Uniform: {100 * (arml - uniform):+.2f} points, {check(arml >= uniform)}",
+                f"- target ARML >= STL: {100 * (arml - stl):+.2f} points, {check(arml >= stl)}"]
     if name == "mnist_semi":
         return [f"- target JTDS >= STL + 1 point: {100 * (jtds - stl):+.2f} points, {check(jtds - stl >= 0.01)}",
                 f"- target JTDS >= Equal: {100 * (jtds - equal):+.2f} points, {check(jtds >= equal)}"]
@@ -218,7 +240,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data_root", default="../shared/data", help="Folder holding mnist/ and ml-100k/.")
     p.add_argument("--output_dir", default="runs/quality", help="Runs go to <output_dir>/<setting>/.")
-    p.add_argument("--settings", default="mnist_noise,mnist_noise_30,ml100k,mnist_semi",
+    p.add_argument("--settings", default="mnist_noise,mnist_noise_30,ml100k,mnist_semi,mnist_arml",
                    help="Comma-separated settings to run.")
     p.add_argument("--methods", default="all",
                    help="Comma-separated --method values, or all (every method of tfaux.strategies.METHODS).")

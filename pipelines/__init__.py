@@ -16,6 +16,7 @@ from pipelines import aux_source
 from pipelines.contract import DATASETS, AuxDataset, Source, register
 from pipelines.errors import DataError
 from pipelines.settings import Setting, make_dataset
+from tfaux import keyword_args
 
 CORE = {"contract", "errors", "settings", "rotation", "aux_source"}
 
@@ -26,17 +27,34 @@ for _info in pkgutil.iter_modules(__path__):
             _module.register_all(register)
 
 
-def load(name, data_dir=None, setting=None, aux_data_dir=None) -> AuxDataset:
-    """The AuxDataset of registered dataset `name` (read from data_dir) under `setting`;
-    setting.aux_dataset, if set, is read from aux_data_dir (None: that loader's default)."""
+def options(name, text):
+    """{option: value} of `--dataset_args=k=v,...` for dataset `name`, checked against its loader's
+    keyword arguments (tfaux.keyword_args; DataError naming the flag otherwise)."""
     if name not in DATASETS:
         raise DataError(f"Unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}.")
+    try:
+        return keyword_args.parse(text, keyword_args.accepted(DATASETS[name], skip=("data_dir",)),
+                                  "--dataset_args", f"dataset '{name}'")
+    except keyword_args.KeywordArgsError as e:
+        raise DataError(str(e)) from None
+
+
+def load(name, data_dir=None, setting=None, aux_data_dir=None, options=None) -> AuxDataset:
+    """The AuxDataset of registered dataset `name` (read from data_dir, with the loader's keyword
+    `options`) under `setting`; setting.aux_dataset, if set, is read from aux_data_dir (None:
+    that loader's default)."""
+    if name not in DATASETS:
+        raise DataError(f"Unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}.")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(keyword_args.accepted(DATASETS[name], skip=("data_dir",))))
+    if unknown:
+        raise DataError(f"Dataset '{name}' has no option {unknown[0]!r} (--dataset_args).")
     aux_name = setting.aux_dataset if setting is not None else None
     if aux_name is not None and aux_name not in DATASETS:
         aux_source.resolve(aux_name)  # raises the DataError naming --aux_dataset, before any reading
-    source = DATASETS[name](data_dir)
+    source = DATASETS[name](data_dir, **options)
     aux = aux_source.resolve(aux_name, aux_data_dir) if aux_name is not None else None
     return make_dataset(source, setting, aux_source=aux)
 
 
-__all__ = ["AuxDataset", "DATASETS", "DataError", "Setting", "Source", "load", "make_dataset", "register"]
+__all__ = ["AuxDataset", "DATASETS", "DataError", "Setting", "Source", "load", "make_dataset", "options", "register"]

@@ -7,7 +7,8 @@ Every split of an AuxDataset yields dict elements
                         "aux": x_aux},                  #   or an auxiliary dataset (--aux_dataset)
      "labels": {task: y}, "mask": {task: 0./1.}, "id": int64 index within the split}
 
-Classification labels are int32 scalars, binary/regression labels float32. With an auxiliary
+Classification labels are int32 scalars, binary/regression labels float32; dense (per-pixel)
+labels are [H, W] int32 class maps or [H, W, channels] float32 targets. With an auxiliary
 dataset (pipelines.aux_source), task_x["aux"] is an example of that other dataset, paired with
 this element, and labels["aux_<its primary task>"] is its label.
 """
@@ -47,6 +48,8 @@ class Source:
     masks:    {task name: [N] bool}, which examples carry a label for that task (e.g. CIFAR-100
               as 20 five-way tasks: each image belongs to one task); None or a missing task:
               every example does.
+    fixed_settings: {Setting field: why}, settings the source decides itself (e.g. PACS picks
+              its labelled target images), so make_dataset refuses a non-default value for them.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Source:
     time: np.ndarray | None = None
     vocabularies: dict | None = None
     masks: dict | None = None
+    fixed_settings: dict | None = None
 
     def mask(self, task_name):
         """[N] float32: 1 where the example has a label for the task."""
@@ -96,6 +100,9 @@ class Source:
                             f"{[t.name for t in tasks]}.")
         for t in tasks:
             y = np.asarray(self.labels[t.name])
+            if t.is_dense:
+                self._validate_dense(where, t, y, n)
+                continue
             if y.shape != (n,):
                 raise DataError(f"{where}: field labels['{t.name}'] has shape {y.shape}, expected ({n},).")
             if t.kind == "classification" and (not np.issubdtype(y.dtype, np.integer)
@@ -125,6 +132,26 @@ class Source:
                                         or self.features.shape[1:] != tuple(self.image_shape)):
                 raise DataError(f"{where}: field features must be an array of shape [N, "
                                 f"{', '.join(map(str, self.image_shape))}] when decode is None.")
+
+
+    def _validate_dense(self, where, task, y, n):
+        """A dense task's labels: [N, H, W] class maps (integers in [0, C) or the ignore index) or
+        [N, H, W, channels] finite targets, with the images' H, W."""
+        field = f"{where}: field labels['{task.name}']"
+        shape = ("N", "H", "W") + (() if task.label_ndim == 2 else (task.output_units,))
+        if (y.ndim != len(shape) or len(y) != n or (task.label_ndim == 3 and y.shape[-1] != task.output_units)
+                or (self.is_image and self.image_shape is not None and y.shape[1:3] != tuple(self.image_shape[:2]))):
+            raise DataError(f"{field} has shape {y.shape}, expected [{', '.join(map(str, shape))}] with N = {n}"
+                            + (f" and H, W = {tuple(self.image_shape[:2])}." if self.is_image and self.image_shape
+                               else "."))
+        if task.kind == "dense_classification":
+            labelled = y[y != task.ignore_index]
+            if not np.issubdtype(y.dtype, np.integer) or (labelled.size and (labelled.min() < 0
+                                                                             or labelled.max() >= task.num_classes)):
+                raise DataError(f"{field} must hold integers in [0, {task.num_classes}) or the ignore index "
+                                f"{task.ignore_index}.")
+        elif np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y)):
+            raise DataError(f"{field} holds non-finite values.")
 
 
 # ---------------------------------------------------------------- registry

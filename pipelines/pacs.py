@@ -40,9 +40,10 @@ examples with a primary label, i.e. the `reordered` stream (AuxDataset.train_wit
 What the primary labels are used for depends on the method: with a plain weighted sum (equal) the
 target head and the encoder learn from the shots (the paper's joint training, "JT"); the paper's
 "Baseline + ARML" updates theta with the source losses only and uses the shots only for the
-task weights. Leave --shots_per_class at 0, --label_fraction at 1 and --dev_per_class at 0 with
-this dataset: the loader already picks the shots, and those settings stratify over every training
-row (source rows included), so they would drop or mis-pick the target labels.
+task weights. --shots_per_class, --label_fraction, --num_labelled, --dev_per_class and
+--noise_rate are refused with this dataset (Source.fixed_settings): the loader already picks the
+shots, and those settings stratify over every training row (source rows included), so they would
+drop or mis-pick the target labels.
 
 Raw files only (there is no TFDS builder): --data_dir is a folder with `<domain>/<class>/<images>`
 for the four domains, directly or under `kfold/`, `PACS/` or `PACS/kfold/` (the usual image
@@ -53,8 +54,8 @@ torchvision's RandomResizedCrop(scale=(0.8, 1)) of JiGen, ref. [8], which the pa
 resized back, and a random horizontal flip.
 
 Registered: "pacs" (target sketch, 5 shots), "pacs_<domain>" (5 shots) and "pacs_<domain>_1shot"
-for each domain, e.g. pacs_art_painting, pacs_photo_1shot (dataset names are how options reach a
-loader from the flags). Source.name is pacs_<target> (5 shots) or pacs_<target>_<k>shot.
+for each domain, e.g. pacs_art_painting, pacs_photo_1shot (shorthands for
+--dataset=pacs --dataset_args=target_domain="art_painting" and ...="photo",shots=1). Source.name is pacs_<target> (5 shots) or pacs_<target>_<k>shot.
 """
 
 import os
@@ -176,7 +177,13 @@ def load_pacs(data_dir=None, target_domain="sketch", shots=5, image_size=224):
     return Source(name=name, tasks=tasks, features=paths, labels=labels,
                   official_split=split, masks=masks,
                   decode=images.make_decode(lambda img: images.square_crop_resize(img, image_size), True),
-                  is_image=True, image_shape=(image_size, image_size, 3), augment=random_crop_flip())
+                  is_image=True, image_shape=(image_size, image_size, 3), augment=random_crop_flip(),
+                  fixed_settings={f: FIXED_BY_LOADER for f in ("shots_per_class", "label_fraction", "num_labelled",
+                                                               "dev_per_class", "noise_rate")})
+
+
+FIXED_BY_LOADER = ("its loader picks the labelled target images (set their number with "
+                   "--dataset_args=shots=N) and takes validation from the source domains")
 
 
 def _variant(name, **options):

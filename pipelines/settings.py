@@ -33,6 +33,7 @@ class Setting:
     test_fraction:   share of all examples held out for test, when there is no official test split.
     label_fraction:  share of training examples whose primary label is kept (stratified).
     shots_per_class: if > 0, only K labelled primary examples per class (K-shot).
+    num_labelled:    if > 0, exactly this many labelled primary training examples (stratified).
     noise_rate:      share of the labelled training examples whose primary label is corrupted.
     noise_kind:      "uniform" (a uniformly drawn different class) or "pair_flip" (c -> c+1 mod C).
     rotation:        add the 4-way rotation auxiliary task to image sources.
@@ -51,6 +52,7 @@ class Setting:
     test_fraction: float = 0.2
     label_fraction: float = 1.0
     shots_per_class: int = 0
+    num_labelled: int = 0
     noise_rate: float = 0.0
     noise_kind: str = "uniform"
     rotation: bool = True
@@ -80,6 +82,7 @@ class Setting:
         integer("dev_size", 0, optional=True)
         integer("dev_per_class", 0)
         integer("shots_per_class", 0)
+        integer("num_labelled", 0)
         integer("seed", 0)
         fraction("val_fraction", 0, 1, False)
         fraction("test_fraction", 0, 1, False)
@@ -92,8 +95,10 @@ class Setting:
                 raise DataError(f"--{name} must be a boolean, got {getattr(self, name)!r}.")
         if self.aux_dataset is not None and (not isinstance(self.aux_dataset, str) or not self.aux_dataset):
             raise DataError(f"--aux_dataset must be a registered dataset name, got {self.aux_dataset!r}.")
-        if self.shots_per_class > 0 and self.label_fraction < 1:
-            raise DataError("--shots_per_class and --label_fraction both limit the labelled examples; set only one.")
+        limits = [f"--{name}" for name, off in (("shots_per_class", 0), ("label_fraction", 1), ("num_labelled", 0))
+                  if getattr(self, name) != off]
+        if len(limits) > 1:
+            raise DataError(f"{' and '.join(limits)} each limit the labelled examples; set only one.")
 
 
 # ---------------------------------------------------------------- selection helpers
@@ -158,8 +163,8 @@ def _noise(y, labelled_rows, setting, task, rng):
     corrupted = np.zeros(len(y), bool)
     if setting.noise_rate == 0:
         return y.copy(), corrupted
-    if task.kind == "regression":
-        raise DataError(f"--noise_rate needs a classification or binary primary task; '{task.name}' is regression.")
+    if task.kind not in ("classification", "binary"):
+        raise DataError(f"--noise_rate needs a classification or binary primary task; '{task.name}' is {task.kind}.")
     hit = rng.choice(labelled_rows, round(setting.noise_rate * len(labelled_rows)), replace=False)
     noisy = y.copy()
     if task.kind == "binary":
@@ -173,7 +178,7 @@ def _noise(y, labelled_rows, setting, task, rng):
 
 
 def _label_dtype(task):
-    return np.int32 if task.kind == "classification" else np.float32
+    return np.int32 if task.kind in ("classification", "dense_classification") else np.float32
 
 
 # ---------------------------------------------------------------- make_dataset
@@ -185,6 +190,9 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
     if aux_source is not None and setting.aux_dataset is None:
         raise DataError(f"An auxiliary source '{aux_source.name}' was given but --aux_dataset is not set.")
     source.validate()
+    for field, why in (source.fixed_settings or {}).items():
+        if getattr(setting, field) != getattr(Setting, field):
+            raise DataError(f"--{field} does not apply to dataset '{source.name}': {why}.")
     primary = source.primary
     rng = np.random.default_rng(setting.seed)
     y = np.asarray(source.labels[primary.name])
@@ -194,7 +202,7 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
     per_class_flags = [f for f in ("dev_per_class", "shots_per_class") if getattr(setting, f) > 0]
     if per_class_flags and not discrete:
         raise DataError(f"--{per_class_flags[0]} needs a classification or binary primary task; "
-                        f"'{primary.name}' is regression.")
+                        f"'{primary.name}' is {primary.kind}.")
 
     train, val, test = _splits(source, setting, strata, rng)
     if setting.dev_per_class > 0:
@@ -216,13 +224,21 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
     n_train, ids = len(train), np.arange(len(train))
     if setting.shots_per_class > 0:
         kept, _ = _per_class(ids, setting.shots_per_class, y[train].astype(int), num_classes, rng, "shots_per_class")
+    elif setting.num_labelled > 0:
+        if setting.num_labelled > n_train:
+            raise DataError(f"--num_labelled {setting.num_labelled} exceeds the {n_train} training examples of "
+                            f"dataset '{source.name}'.")
+        kept, _ = _pick(ids, setting.num_labelled, y[train] if discrete else None, rng)
     else:
         kept, _ = _pick(ids, round(setting.label_fraction * n_train), y[train] if discrete else None, rng)
+    if len(kept) == 0:
+        raise DataError(f"--label_fraction {setting.label_fraction} keeps no labelled primary example of the "
+                        f"{n_train} training examples of dataset '{source.name}'; raise it.")
     labelled = np.zeros(n_train, bool)
     labelled[kept] = True
     clean = y[train].astype(_label_dtype(primary))
     noisy, corrupted = _noise(clean, kept, setting, primary, rng)
-    served = np.where(labelled, noisy, 0).astype(clean.dtype)
+    served = np.where(labelled.reshape((-1,) + (1,) * (noisy.ndim - 1)), noisy, 0).astype(clean.dtype)  # dense: per map
 
     tasks = list(source.tasks)
     if source.is_image and setting.rotation:

@@ -17,8 +17,10 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import cifar
+from pipelines import celeb_a, cifar
 from test_pipelines_datasets import cifar_images, write, write_idx, write_image
+from test_pipelines_nyuv2 import make_nyuv2
+from test_pipelines_pacs import make_pacs
 
 RNG = np.random.default_rng(3)
 COMMON = ["--epochs=1", "--verbose=0", "--upper_interval=2"]
@@ -59,6 +61,19 @@ def mnist_dir(root):
     return root
 
 
+def celeb_a_dir(root, n=60):
+    """CelebA raw files: n 20x16 images, random attributes, the official three-way partition."""
+    names = [f"{i:06d}.jpg" for i in range(1, n + 1)]
+    for name in names:
+        write_image(root / "img_align_celeba" / name, 20, 16)
+    values = RNG.choice([-1, 1], (n, 40))
+    write(root / "list_attr_celeba.txt", "\n".join([str(n), " ".join(celeb_a.ATTRIBUTES)] + [
+        f"{name} " + " ".join(f"{v:2d}" for v in row) for name, row in zip(names, values)]) + "\n")
+    write(root / "list_eval_partition.txt", "".join(f"{name} {0 if i < 40 else 1 if i < 50 else 2}\n"
+                                                    for i, name in enumerate(names)))
+    return root
+
+
 def movielens_dir(root, users=30, items=40, ratings=600):
     d = root / "ml-100k"
     pairs = RNG.choice(users * items, ratings, replace=False)
@@ -87,7 +102,29 @@ def binaries(tmp):
         "semi_supervised": (["--batch_size=64", "--dev_size=60"], {"dataset": "digits", "label_fraction": 0.2}),
         "multi_mnist": ([f"--data_dir={mnist_dir(tmp / 'mnist')}", "--batch_size=16", "--dev_size=10"],
                         {"dataset": "multi_mnist", "encoder": "lenet"}),
+        # seed 003's apps: their paper defaults, on small data (the default backbones are
+        # covered by test_backbones; one epoch of ResNet-18 / WRN-28-2 is minutes here)
+        "s4l": ([f"--data_dir={cifar10_dir(tmp / 's4l')}", "--encoder=convnet4", "--batch_size=16", "--dev_size=4",
+                 "--num_labelled=40"],
+                {"dataset": "cifar10", "method": "arml", "exemplar": True, "rotation": True, "lr": 0.005,
+                 "lr_decay": "910=0.2", "val_fraction": 0.1}),
+        "celeb_a_attribute": ([f"--data_dir={celeb_a_dir(tmp / 'celeba')}", "--encoder=convnet4", "--batch_size=8",
+                               "--dev_size=4", "--label_fraction=0.25"],
+                              {"dataset": "celeb_a", "method": "arml", "optimizer": "sgd",
+                               "dataset_args": 'primary="5_o_Clock_Shadow"', "lr_decay": "30=0.1,60=0.01"}),
+        "pacs": ([f"--data_dir={make_pacs(tmp / 'pacs')}", "--encoder=convnet4", "--batch_size=8",
+                  "--dev_size=4", "--dataset_args=image_size=16"],
+                 {"dataset": "pacs", "method": "arml", "optimizer": "sgd", "lr_decay": "80=0.1"}),
+        # seed 002's NYUv2 app: full SegNet (its pooling needs H, W divisible by 32), AuxiLearn
+        "nyuv2": ([f"--data_dir={nyuv2_dir(tmp / 'nyuv2')}", "--batch_size=4", "--dev_size=2", "--val_fraction=0.3"],
+                  {"dataset": "nyuv2", "method": "auxilearn", "encoder": "segnet", "lr_decay": "100=0.5",
+                   "eval_batch_size": 8}),
     }
+
+
+def nyuv2_dir(root):
+    make_nyuv2(root, n_train=12, n_val=3, h=32, w=32)
+    return root
 
 
 def launch(tmp, names):
@@ -108,7 +145,8 @@ def launch(tmp, names):
     return results
 
 
-FAST = ["image_classification", "recommendation", "corrupted_labels", "semi_supervised", "multi_mnist"]
+FAST = ["image_classification", "recommendation", "corrupted_labels", "semi_supervised", "multi_mnist", "s4l",
+        "celeb_a_attribute", "pacs", "nyuv2"]
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +177,8 @@ def check(code, stdout, stderr, out, expected):
     assert any(p.is_file() for p in (out / "logs").rglob("*")), "no TensorBoard event file"
     assert (out / "history.csv").read_text().count("\n") == 2  # header + one epoch
     assert (out / "schedule.npz").exists() == (metrics["method"] in ("jtds", "njtds", "auxilearn"))
+    if metrics["method"] == "arml":  # learned auxiliary weights, ranked (seed 003, Table 3)
+        aux = [t for t in metrics["task_weights"] if t not in metrics["targets"]]
+        assert aux and all(w >= 0 for w in metrics["task_weights"].values())
+        table = (out / "task_weights.md").read_text()
+        assert all(f"| {t} |" in table for t in aux)

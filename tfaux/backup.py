@@ -49,9 +49,14 @@ def replace_atomically(path, write, partial=None):
 
 def write_json_atomically(path, value):
     """`value` as JSON in `path` (NaN and infinity refused), replaced atomically."""
+    write_text_atomically(path, json.dumps(value, indent=2, allow_nan=False))
+
+
+def write_text_atomically(path, text):
+    """The string `text` in `path`, replaced atomically."""
     def write(partial):
         with open(partial, "w") as f:
-            json.dump(value, f, indent=2, allow_nan=False)
+            f.write(text)
     replace_atomically(path, write)
 
 

@@ -51,6 +51,29 @@ class Forward:
     representations: dict
     labels: dict
     task_losses: list = None
+    loss_maps: tf.Tensor = None  # [B, H, W, T] per-pixel losses of dense tasks (Context.loss_maps)
+
+
+# ---- dense (per-pixel) tasks: per-pixel loss maps beside the [B, T] loss matrix
+def _task_loss(task, y, out, mask):
+    """The task's [B] masked per-example losses and, for a dense task, its [B, H, W] masked
+    per-pixel losses (None otherwise)."""
+    if not task.is_dense:
+        return task.per_example_loss(y, out) * mask, None
+    pixels, loss = task.dense_losses(y, out)
+    return loss * mask, pixels * tf.reshape(mask, [-1, 1, 1])
+
+
+def _loss_maps(maps, run):
+    """[B, H, W, T] stack of the active tasks' per-pixel losses (zeros for inactive tasks) when
+    every active task has one of the same static H, W; else None."""
+    live = [m for m, active in zip(maps, run) if active]
+    if not live or any(m is None for m in live):
+        return None
+    sizes = {tuple(m.shape[1:3]) for m in live}
+    if len(sizes) != 1 or None in next(iter(sizes)):
+        return None
+    return tf.stack([tf.zeros_like(live[0]) if m is None else m for m in maps], -1)
 
 
 def _mask(batch, name, labels):
@@ -82,7 +105,8 @@ class AuxiliaryModel(keras.Model):
     num_examples:   training-set size (N-JTDS keeps one weight per example).
     upper_interval: M, lower steps per upper step.
     solver:         hypergrad.Neumann(terms=K, alpha) or hypergrad.ConjugateGradient(...);
-                    Neumann's alpha=None means the lower optimizer's learning rate.
+                    Neumann's alpha=None means the lower optimizer's learning rate. A strategy
+                    that fixes its own (`strategy.solver`, e.g. MAXL's Neumann(terms=0)) overrides it.
     hessian_scope:  "all" (every theta), "shared" (encoder only) or "no_aux_heads".
     upper:          tfaux.upper.UpperSettings: optimizer, learning rate, clip norm and weight
                     decay of phi, in the reference code's scale (hypergradient / alpha);
@@ -112,7 +136,7 @@ class AuxiliaryModel(keras.Model):
         self.scheduler = strategy
         self.input_spec_nest = input_spec
         self.upper_interval = int(upper_interval)
-        self.solver = solver or hypergrad.Neumann(terms=3)
+        self.solver = strategy.solver or solver or hypergrad.Neumann(terms=3)  # a method's own solver wins
         self.hessian_scope = hessian_scope
         self.upper = upper or strategy.upper_defaults
         if not isinstance(self.upper, UpperSettings):
@@ -121,6 +145,7 @@ class AuxiliaryModel(keras.Model):
         features = self.encoder(_zeros_batch(input_spec))
         for head in self.heads:
             head(features)
+        strategy.setup_inputs(input_spec)
         strategy.setup(self.tasks, int(features.shape[-1]), num_examples)
         self.active = strategy.active_tasks()
         self.theta = ThetaVariables(shared=list(self.encoder.trainable_variables),
@@ -142,6 +167,8 @@ class AuxiliaryModel(keras.Model):
             self.target_metrics = [self.primary.make_metric(self.selection_name)]
         else:
             self.target_metrics = [t.make_metric() for t in self.targets]
+        self.extra_target_metrics = [t.make_extra_metrics("primary" if self.num_targets == 1 else None)
+                                     for t in self.targets]  # e.g. pixel accuracy of a segmentation target
         self.dev_loss = self.add_weight(shape=(), initializer="zeros", trainable=False, name="dev_loss")
         self.hypergrad_norm = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                               name="hypergrad_norm")
@@ -150,7 +177,8 @@ class AuxiliaryModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker] + self.target_metrics + self.task_loss_trackers + self.weight_trackers
+        return ([self.loss_tracker] + self.target_metrics + [m for ms in self.extra_target_metrics for m in ms]
+                + self.task_loss_trackers + self.weight_trackers)
 
     @property
     def selection_metric(self):
@@ -197,6 +225,7 @@ class AuxiliaryModel(keras.Model):
         run = [True] * len(self.tasks) if all_tasks else self.active
         encoded = {}
         losses, masks, features, outputs = [], [], [], []
+        maps = []  # dense tasks' per-pixel losses
         for task, head, active in zip(self.tasks, self.heads, run):
             if task.name not in labels:
                 raise ValueError(f"Batch has no labels for task '{task.name}'.")
@@ -206,18 +235,20 @@ class AuxiliaryModel(keras.Model):
                 zeros = tf.zeros_like(mask)
                 losses.append(zeros), masks.append(zeros), outputs.append(None)
                 features.append(None)
+                maps.append(None)
                 continue
             out = head(self._encoded(batch, task.input_key, encoded, training), training=training)
             if task.kind == "consistency":  # its "label": the same head on batch["x"]'s features
                 y = head(self._encoded(batch, None, encoded, training), training=training)
-            losses.append(task.per_example_loss(y, out) * mask)
+            loss, pixels = _task_loss(task, y, out, mask)
+            losses.append(loss), maps.append(pixels)
             masks.append(mask)
             features.append(encoded[task.input_key])
             outputs.append(out)
         some = next(f for f in features if f is not None)
         features = [tf.zeros_like(some) if f is None else f for f in features]
         return Forward(tf.stack(losses, 1), tf.stack(masks, 1), tf.stack(features, 1), outputs, encoded, labels,
-                       task_losses=losses)
+                       task_losses=losses, loss_maps=_loss_maps(maps, run))
 
     def _encoded(self, batch, key, encoded, training):
         """The encoder's features of the input `key` reads (batch["x"] for None), computed once
@@ -242,7 +273,7 @@ class AuxiliaryModel(keras.Model):
                        representations=forward.representations,
                        task_keys=[t.input_key for t in self.tasks], labels=forward.labels,
                        step=tf.cast(step, tf.int64), learning_rate=rate, regularization=regularization,
-                       num_targets=self.num_targets, variables=self.theta)
+                       num_targets=self.num_targets, variables=self.theta, loss_maps=forward.loss_maps)
 
     def context(self, batch, training=False):
         """Forward pass and the strategy's Context of a batch (for diagnostics)."""
@@ -283,9 +314,10 @@ class AuxiliaryModel(keras.Model):
             tracker.update_state(tf.reduce_sum(forward.losses[:, k]) / tf.maximum(count, 1.0), sample_weight=count)
         for k, (task, metric) in enumerate(zip(self.targets, self.target_metrics)):
             y, out = forward.labels[task.name], forward.outputs[k]
-            if task.kind != "classification":
+            if task.kind in ("binary", "regression"):
                 y, out = tf.reshape(tf.cast(y, tf.float32), [-1, 1]), tf.reshape(out, [-1, 1])
-            metric.update_state(y, out, sample_weight=forward.masks[:, k])
+            for m in [metric, *self.extra_target_metrics[k]]:
+                m.update_state(y, out, sample_weight=forward.masks[:, k])
 
     def _metric_logs(self, metrics):
         logs = {m.name: m.result() for m in metrics}

@@ -6,7 +6,9 @@ from tfaux.models.heads import mlp_head
 from tfaux.models.lenet import lenet
 from tfaux.models.mlp import mlp_encoder
 from tfaux.models.resnet import resnet18
+from tfaux.models.segnet import segnet
 from tfaux.models.tabular import tabular_encoder
+from tfaux.models.wide_resnet import wide_resnet
 
 
 def for_input(input_spec):

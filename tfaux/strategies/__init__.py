@@ -6,10 +6,9 @@ variants of one equation (JTDS's ablations, MGDA-UB) are rows, not classes. `get
 the class's constructor.
 """
 
-import ast
 import dataclasses
-import inspect
 
+from tfaux import keyword_args
 from tfaux.strategies.adaloss import AdaLoss
 from tfaux.strategies.arml import ARML
 from tfaux.strategies.auxilearn import AuxiLearn
@@ -19,6 +18,7 @@ from tfaux.strategies.equal import Equal
 from tfaux.strategies.gcs import GCS
 from tfaux.strategies.gradnorm import GradNorm
 from tfaux.strategies.jtds import JTDS
+from tfaux.strategies.label_generation import MAXL, AuxiLearnLabels, FrozenLabelGenerator
 from tfaux.strategies.mgda import MGDA
 from tfaux.strategies.njtds import NJTDS
 from tfaux.strategies.pareto_mtl import ParetoMTL
@@ -45,7 +45,8 @@ METHODS = {
     "jtds_no_feature": Method(JTDS, dict(use_feature=False), "JTDS ablation: without the feature term"),
     "jtds_normalized": Method(JTDS, dict(normalize=True), "JTDS with weights averaging 1 per batch (long runs)"),
     "njtds": Method(NJTDS, {}, "N-JTDS: one learned weight per (example, task) (seed 000, A.5)"),
-    "auxilearn": Method(AuxiLearn, {}, "AuxiLearn non-linear monotone loss combiner (seed 002)"),
+    "auxilearn": Method(AuxiLearn, {}, "AuxiLearn learned monotone loss combiner, l_main + g(l) (seed 002); "
+                        "combiner=nonlinear (default), linear or deep_linear"),
     "uncertainty": Method(Uncertainty, {}, "learned log-variance per task: 1/2 exp(-s_k) L_k + 1/2 s_k "
                           "(Kendall et al. 2018)"),
     "dwa": Method(DWA, {}, "dynamic weight average: w_k = K softmax(L_k(t-1) / L_k(t-2) / T), T = 2 "
@@ -74,6 +75,14 @@ METHODS = {
                   "most c1 = 0.17 (seed 004, Eq. 12)"),
     "pareto_mtl": Method(ParetoMTL, {}, "Pareto-MTL: MGDA constrained to preference vector p of P "
                          "(Lin et al. 2019)"),
+    "auxilearn_labels": Method(AuxiLearnLabels, {}, "AuxiLearn learned auxiliary labels: a generator network gives "
+                               "psi = 5 soft sub-class labels per primary class (masked softmax), learned by the "
+                               "implicit hypergradient of the dev loss (seed 002, Sec. 3.3)"),
+    "maxl": Method(MAXL, {}, "MAXL: the same label generator learned by the one-step look-ahead meta-gradient "
+                   "(Neumann K = 0) on training batches, plus 0.2 x the negative entropy of the mean generated "
+                   "label (Liu et al. 2019)"),
+    "maxl_f": Method(FrozenLabelGenerator, {}, "MAXL-F: the label generator frozen at its random initialisation "
+                     "(seed 002, Sec. 5.4)"),
 }
 
 
@@ -89,45 +98,18 @@ def help_text():
 def accepted_args(name):
     """Constructor arguments `--method_args` may set for method `name` (fixed ones excluded)."""
     method = METHODS[name]
-    params = inspect.signature(method.cls.__init__).parameters
-    return [p for p, v in params.items()
-            if p != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL) and p not in method.fixed]
-
-
-def _split(text):
-    """Split 'a=1,b=(2,3),c=x' on the commas that are outside brackets."""
-    items, depth, current = [], 0, ""
-    for ch in text:
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            items.append(current)
-            current = ""
-        else:
-            current += ch
-    return [s.strip() for s in items + [current] if s.strip()]
+    return keyword_args.accepted(method.cls.__init__, skip=tuple(method.fixed))
 
 
 def method_args(name, text):
-    """{argument: value} of `--method_args=k=v,...`: values are Python literals (numbers,
-    True/False, tuples), anything else a string; names checked against the constructor."""
+    """{argument: value} of `--method_args=k=v,...` (tfaux.keyword_args), names checked against
+    the constructor."""
     if name not in METHODS:
         raise MethodError(f"Unknown method '{name}'; choose one of: {', '.join(sorted(METHODS))}.")
-    allowed = accepted_args(name)
-    args = {}
-    for item in _split(text or ""):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not value.strip():
-            raise MethodError(f"--method_args must look like 'name=value,name=value', got '{text}'.")
-        if key not in allowed:
-            raise MethodError(f"--method_args: method '{name}' has no argument '{key}'; it accepts: "
-                              f"{', '.join(allowed) or 'none'}.")
-        try:
-            args[key] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            args[key] = value.strip()
-    return args
+    try:
+        return keyword_args.parse(text, accepted_args(name), "--method_args", f"method '{name}'")
+    except keyword_args.KeywordArgsError as e:
+        raise MethodError(str(e)) from None
 
 
 def get(name, **kwargs):

@@ -69,6 +69,10 @@ class Context:
                      sum of the targets' mean losses on the labelled batch, live w.r.t. theta; else None.
     variables:       the task model's ThetaVariables; `after_lower_step` may move theta after the
                      optimizer's step (e.g. ARML's Langevin noise), with the same value on every replica.
+    loss_maps:       [B, H, W, T] per-pixel losses (zero at invalid pixels and where masked), live
+                     w.r.t. theta, when every active task is dense with one H, W (else None); the sum
+                     of a column over an example's valid pixels / their count is live_losses[:, k]
+                     (the loss images of seed 002's ConvNet combiner).
     """
 
     losses: tf.Tensor
@@ -87,6 +91,7 @@ class Context:
     scratch: dict = dataclasses.field(default_factory=dict)
     variables: object = None
     main_objective: tf.Tensor = None
+    loss_maps: tf.Tensor = None
 
     @property
     def global_batch(self):
@@ -102,6 +107,13 @@ class Strategy(keras.layers.Layer):
     upper_defaults = UpperSettings()  # bi-level methods: the reference code's update of phi (tfaux.upper)
     upper_data = "dev"  # bi-level methods: "dev" split or "train" (a reordered copy of the training set)
     main_data = None  # single-level methods: "labelled" adds a stream of labelled target examples
+    solver = None  # bi-level methods whose definition fixes the inverse-Hessian approximation (e.g. MAXL's
+    #                one-step look-ahead, hypergrad.Neumann(terms=0)); set, it replaces the model's solver
+
+    def setup_inputs(self, input_spec):
+        """Called once, before `setup`, with the nest of tf.TensorSpec of one example's x (no batch
+        dim), for a strategy whose own network reads the inputs (e.g. a label generator g(x; phi))."""
+        del input_spec
 
     def setup(self, tasks, feature_dim, num_examples):
         """Create the strategy's variables. tasks: targets first; num_examples: training-set size."""
