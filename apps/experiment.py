@@ -76,7 +76,7 @@ def build_strategy(flags, tasks):
         raise ConfigError(f"--method_args: {e}") from None
 
 
-IMAGE_ENCODERS = ("convnet4", "resnet18", "wrn28_2", "lenet", "segnet")
+IMAGE_ENCODERS = ("convnet4", "resnet18", "wrn28_2", "vgg16", "lenet", "segnet")
 DICT_ENCODERS = ("tabular", "autoint")
 
 
@@ -107,6 +107,8 @@ def build_encoder(flags, data):
             raise ConfigError(f"--encoder_weights: {e}") from None
     if flags.encoder == "wrn28_2":
         return models.wide_resnet(28, 2)
+    if flags.encoder == "vgg16":
+        return models.vgg16()
     return {"convnet4": models.convnet4, "lenet": models.lenet, "mlp": models.mlp_encoder}[flags.encoder]()
 
 
@@ -128,6 +130,7 @@ def load_data(flags):
     setting = pipelines.Setting(dev_size=flags.dev_size, dev_per_class=flags.dev_per_class,
                                 label_fraction=flags.label_fraction, shots_per_class=flags.shots_per_class,
                                 num_labelled=flags.num_labelled, val_fraction=flags.val_fraction,
+                                drop_unlabelled=flags.drop_unlabelled,
                                 noise_rate=flags.noise_rate, noise_kind=flags.noise_kind,
                                 rotation=flags.rotation, exemplar=flags.exemplar, aux_dataset=flags.aux_dataset,
                                 seed=flags.seed)
@@ -165,7 +168,10 @@ def build_model(flags, data):
 
 
 def lr_decay_steps(text):
-    """[(epoch, factor)] of `--lr_decay=epoch=factor,...`, epochs increasing; ConfigError otherwise."""
+    """[(epoch, factor)] of `--lr_decay=epoch=factor,...`, epochs increasing ("cosine": []);
+    ConfigError otherwise."""
+    if text.strip() == "cosine":
+        return []
     steps = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         epoch, sep, factor = item.partition("=")
@@ -181,17 +187,20 @@ def lr_decay_steps(text):
 
 
 def task_optimizer(flags, steps_per_epoch):
-    """--optimizer at --lr, times each --lr_decay factor from its epoch on (a function of the
-    optimizer's step count, so exact on resume)."""
+    """--optimizer at --lr with --weight_decay, times each --lr_decay factor from its epoch on or
+    cosine-annealed (a function of the optimizer's step count, so exact on resume)."""
     lr = flags.lr
     decay = lr_decay_steps(flags.lr_decay)
-    if decay:
+    if flags.lr_decay.strip() == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(flags.lr, decay_steps=flags.epochs * steps_per_epoch)
+    elif decay:
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(
             [epoch * steps_per_epoch - 1 for epoch, _ in decay],  # (a boundary's own step keeps the earlier rate)
             [flags.lr] + [flags.lr * f for _, f in decay])
+    decay_weights = flags.weight_decay or None
     if flags.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9)
-    return keras.optimizers.Adam(lr)
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=decay_weights)
+    return keras.optimizers.Adam(lr, weight_decay=decay_weights)
 
 
 def _json_value(v):

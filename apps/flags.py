@@ -11,7 +11,7 @@ DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e
                 encoder="auto", output_dir="runs/default", shots_per_class=0, exemplar=False, method_args="",
                 target_tasks=(), privileged_tasks=None, num_labelled=0, dataset_args="", optimizer="adam",
                 lr_decay="", val_fraction=0.2,
-                dev_batch_size=32, eval_batch_size=256)
+                dev_batch_size=32, eval_batch_size=256, drop_unlabelled=False, weight_decay=0.0)
 
 
 # {dataset: {flag: value}}: a binary's per-dataset defaults (define_flags(dataset_defaults=...)).
@@ -48,7 +48,10 @@ def define_flags(dataset_defaults=None, **defaults):
     flags.DEFINE_enum("optimizer", d["optimizer"], ["adam", "sgd"], "Optimizer of the task model (sgd: "
                       "momentum 0.9).")
     flags.DEFINE_string("lr_decay", d["lr_decay"], "Step decay of --lr as epoch=factor,...: from that epoch on "
-                        "the rate is --lr times the factor (e.g. '160=0.2' or '30=0.1,60=0.01'); unset: constant.")
+                        "the rate is --lr times the factor (e.g. '160=0.2' or '30=0.1,60=0.01'); 'cosine': cosine "
+                        "annealing to 0 over --epochs; unset: constant.")
+    flags.DEFINE_float("weight_decay", d["weight_decay"], "Decoupled weight decay of the task model's optimizer "
+                       "(Keras' weight_decay: theta -= lr * decay * theta each step; 0: none).", lower_bound=0.0)
     flags.DEFINE_enum("upper_optimizer", d["upper_optimizer"], ["sgd", "adam"],
                       "Optimizer of the scheduler / combiner; unset: the method's reference one (SGD, "
                       "momentum 0.9).")
@@ -78,6 +81,9 @@ def define_flags(dataset_defaults=None, **defaults):
                        lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("num_labelled", d["num_labelled"], "Keep exactly this many labelled primary training "
                          "examples, stratified (S4L's 4,000 CIFAR-10 / 1,000 SVHN labels; 0: off).", lower_bound=0)
+    flags.DEFINE_boolean("drop_unlabelled", d["drop_unlabelled"], "Remove the training examples whose primary "
+                         "label is not kept: --label_fraction / --num_labelled / --shots_per_class then shrink the "
+                         "training set (seed 002's 5% / 30-shot settings) instead of leaving it semi-supervised.")
     flags.DEFINE_integer("shots_per_class", d["shots_per_class"], "K-shot: keep only K labelled primary "
                          "examples per class (0: off).", lower_bound=0)
     flags.DEFINE_integer("dev_per_class", 0, "If > 0, the dev set is K clean examples per class taken out of "
@@ -94,12 +100,13 @@ def define_flags(dataset_defaults=None, **defaults):
     flags.DEFINE_list("privileged_tasks", d["privileged_tasks"], "Auxiliary (privileged) tasks to train with, by name; unset: every "
                       "task that is not a target.")
     flags.DEFINE_string("aux_weights", "", "Equal: fixed task weights as name=value,... (default 1 each).")
-    flags.DEFINE_enum("encoder", d["encoder"], ["auto", "convnet4", "resnet18", "wrn28_2", "lenet", "mlp", "tabular",
-                                                   "autoint", "segnet"],
+    flags.DEFINE_enum("encoder", d["encoder"], ["auto", "convnet4", "resnet18", "wrn28_2", "vgg16", "lenet", "mlp",
+                                                   "tabular", "autoint", "segnet"],
                       "Shared encoder (backbone); auto: ConvNet-4 for images, tabular (feature "
                       "embeddings + MLP) for recommendation data, MLP for vectors; wrn28_2: WRN-28-2 "
-                      "(seed 003's S4L backbone); segnet: SegNet encoder-decoder for per-pixel tasks (seed "
-                      "002's NYUv2 backbone; auto picks it when every task is per-pixel).")
+                      "(seed 003's S4L backbone); vgg16: MAXL's CIFAR VGG-16 with BatchNorm (seed "
+                      "002's CIFAR backbone, 32x32 or larger images); segnet: SegNet encoder-decoder for "
+                      "per-pixel tasks (seed 002's NYUv2 backbone; auto picks it when every task is per-pixel).")
     flags.DEFINE_string("encoder_weights", None, "Keras weights file (.weights.h5) to start ResNet-18 from "
                         "(pretrained weights you already have; nothing is downloaded).")
     flags.DEFINE_enum("distribute", "none", ["none", "mirrored"],

@@ -77,7 +77,7 @@ FLAGS = flags.FLAGS
 DEFAULTS = dict(output_dir="runs/ptl_synthetic", dim=20, starts=20, steps=200, lr=0.25,
                 c1_values=("0", "0.17", "0.4", "0.5", "0.6", "0.7", "1"), c2_values=("0", "0.5", "1"),
                 scalar_weights=("0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1"),
-                num_preferences=5, init_range=0.6, pmtl_warmup_fraction=0.5, seed=0)
+                num_preferences=5, init_range=0.6, pmtl_warmup_fraction=0.5, seed=0, constraint10=True)
 # FISTA iterations of min_norm_element in Pareto-MTL's weights (K > 2 rows): its active-set
 # refinement then solves the KKT system on the support exactly, so 100 gives the same weights as
 # the default 5000 (max difference < 1e-12 measured on this problem) but stays fast where the
@@ -144,8 +144,8 @@ def moomtl_direction():
     return direction
 
 
-def ptl_direction(c1, c2):
-    call = _batched(lambda g: solvers.privileged_combination(g, [True, False], c1, c2)[1],
+def ptl_direction(c1, c2, constraint10=True):
+    call = _batched(lambda g: solvers.privileged_combination(g, [True, False], c1, c2, constraint10=constraint10)[1],
                     tf.TensorSpec([2, None], tf.float64))
 
     def direction(step, losses, grads):
@@ -198,7 +198,7 @@ def _entry(x, **setting):
 
 
 def run(output_dir, dim, starts, steps, lr, c1_values, c2_values, scalar_weights, num_preferences=5,
-        init_range=0.6, pmtl_warmup_fraction=0.2, seed=0, log=print):
+        init_range=0.6, pmtl_warmup_fraction=0.2, seed=0, log=print, constraint10=True):
     """Run every method and setting, write results.json, pareto_front.png and summary.md in
     output_dir; returns the results dict."""
     began = time.time()
@@ -208,7 +208,7 @@ def run(output_dir, dim, starts, steps, lr, c1_values, c2_values, scalar_weights
                "config": dict(dim=dim, starts=starts, steps=steps, lr=lr, c1_values=list(c1_values),
                               c2_values=list(c2_values), scalar_weights=list(scalar_weights),
                               num_preferences=num_preferences, init_range=init_range,
-                              pmtl_warmup_fraction=pmtl_warmup_fraction, seed=seed),
+                              pmtl_warmup_fraction=pmtl_warmup_fraction, seed=seed, constraint10=constraint10),
                "starts": x0.tolist(), "initial_losses": eq17(x0)[0].tolist(),
                "methods": {m: [] for m in METHODS}}
     methods = results["methods"]
@@ -228,7 +228,7 @@ def run(output_dir, dim, starts, steps, lr, c1_values, c2_values, scalar_weights
     log(f"pareto_mtl: {num_preferences} preferences done ({time.time() - began:.1f} s)")
     for c1 in c1_values:
         for c2 in c2_values:
-            methods["ptl"].append(_entry(descend(x0, ptl_direction(c1, c2), steps, lr), c1=c1, c2=c2))
+            methods["ptl"].append(_entry(descend(x0, ptl_direction(c1, c2, constraint10), steps, lr), c1=c1, c2=c2))
     log(f"ptl: {len(c1_values) * len(c2_values)} (C1, C2) settings done ({time.time() - began:.1f} s)")
     results["ptl_c2_max_difference"] = c2_spread(methods["ptl"])
     results["wall_seconds"] = time.time() - began
@@ -281,8 +281,9 @@ def plot(results, path):
                 style = {"facecolors": "none", "edgecolors": "gray"} if j == 0 else {"color": "gray"}
                 ax.scatter([], [], marker=markers[j % len(markers)], label=f"C2={_fmt(c2)}", **style)
             title = (f"{TITLES[method]}: target l1, privileged l2, grid C1 x C2\n"
-                     f"every C2 in {{{', '.join(map(_fmt, c2s))}}} gives the same points "
-                     f"(max |diff| {results['ptl_c2_max_difference']:.1e})")
+                     + (f"every C2 in {{{', '.join(map(_fmt, c2s))}}} gives the same points "
+                        f"(max |diff| {results['ptl_c2_max_difference']:.1e})" if c.get("constraint10", True) else
+                        f"without constraint (10): C2 acts (max |diff| {results['ptl_c2_max_difference']:.1e})"))
         else:
             colors = plt.cm.viridis(np.linspace(0.0, 0.9, max(len(entries), 1)))
             for e, color in zip(entries, colors):
@@ -312,9 +313,11 @@ def plot(results, path):
     fig.suptitle(f"Seed 004 Eq. 17 (n = {c['dim']}): final losses of {c['starts']} starts x0 ~ "
                  f"U(-{_fmt(c['init_range'])}, {_fmt(c['init_range'])})^n (the same for every method), "
                  f"{c['steps']} steps x <- x - {_fmt(c['lr'])} d", fontsize=11, y=0.98)
-    fig.text(0.5, 0.01, "PTL: with constraint (10) of Eq. 12 the direction depends on C1 only (tfaux.solvers."
-             "privileged_min_norm), so the C2 grid gives identical points; C1 = 0 is descent on l1 alone, "
-             "C1 = 1 is MOOMTL.", ha="center", fontsize=9)
+    fig.text(0.5, 0.01, ("PTL: with constraint (10) of Eq. 12 the direction depends on C1 only (tfaux.solvers."
+                         "privileged_min_norm), so the C2 grid gives identical points; " if c.get("constraint10", True)
+                         else "PTL without constraint (10): the exact dual of the primal (11), where the privileged "
+                         "weight may go negative by up to C2; ") + "C1 = 0 is descent on l1 alone, C1 = 1 is MOOMTL.",
+             ha="center", fontsize=9)
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.12, top=0.84, wspace=0.1)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -356,9 +359,11 @@ def summary(results):
     for c1, e in seen.items():
         lines.append(f"| {_fmt(c1)} | {e['mean_l1']:.4f} | {e['mean_l2']:.4f} |")
     lines += ["", f"C2 in {{{', '.join(map(_fmt, c['c2_values']))}}}: the largest difference of a final loss "
-              f"between two C2 values with the same C1 is {results['ptl_c2_max_difference']:.1e}. With "
-              "constraint (10) of Eq. 12 the optimal direction depends on C1 only (tfaux.solvers."
-              "privileged_min_norm), so the C2 grid gives identical points.", ""]
+              f"between two C2 values with the same C1 is {results['ptl_c2_max_difference']:.1e}. "
+              + ("With constraint (10) of Eq. 12 the optimal direction depends on C1 only (tfaux.solvers."
+                 "privileged_min_norm), so the C2 grid gives identical points." if c.get("constraint10", True) else
+                 "Without constraint (10) (--noconstraint10: the exact dual of the primal (11)), C2 lets the "
+                 "privileged weight go negative by up to C2 and bends the update towards the target."), ""]
     return "\n".join(lines)
 
 
@@ -398,6 +403,9 @@ def define_flags():
     flags.DEFINE_float("pmtl_warmup_fraction", d["pmtl_warmup_fraction"], "Fraction of the steps in which "
                        "Pareto-MTL's stage 1 (feasible initial point) may run.", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_integer("seed", d["seed"], "Seed of the starting points.")
+    flags.DEFINE_boolean("constraint10", d["constraint10"], "PTL as Eq. 12 is written, with constraint (10) "
+                         "(C2 then cannot change the update); --noconstraint10 solves the exact dual of the "
+                         "primal (11), where C2 acts.")
     for name, high in (("c1_values", None), ("c2_values", None), ("scalar_weights", 1.0)):
         flags.register_validator(name, _list_validator(name, high))
 
@@ -419,7 +427,7 @@ def main(argv):
     results = run(FLAGS.output_dir, FLAGS.dim, FLAGS.starts, FLAGS.steps, FLAGS.lr,
                   _floats("c1_values", FLAGS.c1_values), _floats("c2_values", FLAGS.c2_values),
                   _floats("scalar_weights", FLAGS.scalar_weights, 0.0, 1.0), FLAGS.num_preferences,
-                  FLAGS.init_range, FLAGS.pmtl_warmup_fraction, FLAGS.seed)
+                  FLAGS.init_range, FLAGS.pmtl_warmup_fraction, FLAGS.seed, constraint10=FLAGS.constraint10)
     print(f"wrote results.json, pareto_front.png and summary.md in {os.path.abspath(FLAGS.output_dir)} "
           f"({results['wall_seconds']:.1f} s)")
 

@@ -122,6 +122,8 @@ def flag_cases(tmp):
         ("method", "nosuch"), ("dataset", "nosuch"), ("encoder", "nosuch"), ("distribute", "nosuch"),
         ("solver", "nosuch"), ("hessian_scope", "nosuch"), ("noise_kind", "nosuch"), ("aux_dataset", "nosuch"),
         ("output_dir", ""), ("output_dir", afile), ("data_dir", "/no/such/dir"), ("encoder_weights", weights),
+        ("val_fraction", "0"), ("val_fraction", "nan"), ("weight_decay", "nan"), ("weight_decay", "-1"),
+        ("eval_batch_size", "0"), ("optimizer", "nosuch"), ("num_labelled", "-1"),
     ]]
     cases += [
         ("--aux_weights=rotation=nan", ["--method=equal", "--aux_weights=rotation=nan"]),
@@ -136,6 +138,16 @@ def flag_cases(tmp):
                                                           f"--encoder_weights={tmp}/missing.weights.h5"]),
         ("--encoder=tabular on images", ["--encoder=tabular"]),
         ("--shots_per_class=1000", ["--shots_per_class=1000"]),
+        ("--num_labelled=100000", ["--num_labelled=100000"]),
+        ("--num_labelled with --label_fraction", ["--num_labelled=50", "--label_fraction=0.5"]),
+        ("--label_fraction keeping no label", ["--label_fraction=0.0001"]),
+        ("--dataset_args=nosuch=1", ["--dataset_args=nosuch=1"]),
+        ("--dataset_args=garbage", ["--dataset_args=garbage"]),
+        ("--lr_decay=80", ["--lr_decay=80"]),
+        ("--lr_decay=5=0.1,3=0.1 (decreasing)", ["--lr_decay=5=0.1,3=0.1"]),
+        ("--lr_decay=5=nan", ["--lr_decay=5=nan"]),
+        ("--encoder=segnet without per-pixel tasks", ["--encoder=segnet"]),
+        ("--method_args=combiner=nosuch", ["--method=auxilearn", "--method_args=combiner=nosuch"]),
         ("--noise_rate on a regression primary", ["--dataset=movielens_100k", "--noise_rate=0.2",
                                                             f"--data_dir={movielens_dir(os.path.join(tmp, 'mlok'))}"]),
     ]

@@ -43,14 +43,17 @@ def worker(args):
     setting = pipelines.Setting(dev_size=args.dev_size, rotation=args.rotation == "on")
     data = pipelines.load(args.dataset, data_dir=args.data_dir, setting=setting)
     encoder = tfaux.models.autoint(data.input_spec) if args.encoder == "autoint" else tfaux.models.convnet4()
-    model = tfaux.AuxiliaryModel(encoder, data.tasks, tfaux.strategies.get(args.method),
+    name, _, text = args.method.partition(":")  # method arguments may follow a colon, ';'-separated
+    strategy = tfaux.strategies.get(name, **tfaux.strategies.method_args(name, text.replace(";", ",")))
+    model = tfaux.AuxiliaryModel(encoder, data.tasks, strategy,
                                  input_spec=data.input_spec, num_examples=data.num_train,
                                  upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
                                  hessian_scope=args.hessian_scope)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    if not model.scheduler.bilevel:
+    stream = model.scheduler.second_stream
+    if stream is None:
         train = data.train(args.batch_size)
-    elif model.scheduler.upper_data == "train":
+    elif stream == "train":
         train = data.train_with_reordered(args.batch_size, 32)
     else:
         train = data.train_with_dev(args.batch_size, 32)
@@ -70,7 +73,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data_dir", default=None)
-    p.add_argument("--methods", default="all", help="comma-separated method names, or all (the method table)")
+    p.add_argument("--methods", default="all", help="comma-separated method names, or all (the method table); "
+                   "arguments may follow a colon, separated by ';' (auxilearn:combiner=linear)")
     p.add_argument("--encoder", default="convnet4", choices=["convnet4", "autoint"],
                    help="autoint for MovieLens / Amazon (dict inputs)")
     p.add_argument("--rounds", type=int, default=2)

@@ -34,6 +34,9 @@ class Setting:
     label_fraction:  share of training examples whose primary label is kept (stratified).
     shots_per_class: if > 0, only K labelled primary examples per class (K-shot).
     num_labelled:    if > 0, exactly this many labelled primary training examples (stratified).
+    drop_unlabelled: remove the training examples whose primary label is not kept, so the
+                     limits above shrink the training set (seed 002's "5% of the training set",
+                     "30 samples per class") instead of making it semi-supervised.
     noise_rate:      share of the labelled training examples whose primary label is corrupted.
     noise_kind:      "uniform" (a uniformly drawn different class) or "pair_flip" (c -> c+1 mod C).
     rotation:        add the 4-way rotation auxiliary task to image sources.
@@ -53,6 +56,7 @@ class Setting:
     label_fraction: float = 1.0
     shots_per_class: int = 0
     num_labelled: int = 0
+    drop_unlabelled: bool = False
     noise_rate: float = 0.0
     noise_kind: str = "uniform"
     rotation: bool = True
@@ -90,7 +94,7 @@ class Setting:
         fraction("noise_rate", 0, 1, False)
         if self.noise_kind not in NOISE_KINDS:
             raise DataError(f"--noise_kind must be one of {', '.join(NOISE_KINDS)}, got {self.noise_kind!r}.")
-        for name in ("rotation", "exemplar", "chronological"):
+        for name in ("rotation", "exemplar", "chronological", "drop_unlabelled"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise DataError(f"--{name} must be a boolean, got {getattr(self, name)!r}.")
         if self.aux_dataset is not None and (not isinstance(self.aux_dataset, str) or not self.aux_dataset):
@@ -234,6 +238,9 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
     if len(kept) == 0:
         raise DataError(f"--label_fraction {setting.label_fraction} keeps no labelled primary example of the "
                         f"{n_train} training examples of dataset '{source.name}'; raise it.")
+    if setting.drop_unlabelled:  # a smaller, fully labelled training set
+        train, kept = train[kept], np.arange(len(kept))
+        n_train = len(train)
     labelled = np.zeros(n_train, bool)
     labelled[kept] = True
     clean = y[train].astype(_label_dtype(primary))

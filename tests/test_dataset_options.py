@@ -53,6 +53,16 @@ def test_num_labelled_is_exact_and_stratified():
         make_dataset(toy_source(), Setting(label_fraction=0.001))
 
 
+def test_drop_unlabelled_shrinks_the_training_set_to_the_kept_labels():
+    full = make_dataset(toy_source(), Setting(num_labelled=30, seed=3))
+    small = make_dataset(toy_source(), Setting(num_labelled=30, seed=3, drop_unlabelled=True))
+    assert small.num_train == 30 and small.labelled.all()
+    np.testing.assert_array_equal(small.indices["train"], full.indices["train"][full.labelled])
+    np.testing.assert_array_equal(small.train_labels, full.train_labels[full.labelled])
+    for split in ("dev", "val", "test"):  # nothing else moves
+        np.testing.assert_array_equal(small.indices[split], full.indices[split])
+
+
 def test_a_source_refuses_the_settings_it_fixes():
     source = toy_source(fixed={"shots_per_class": "its loader picks the shots"})
     assert make_dataset(source, Setting()).num_train > 0
@@ -62,7 +72,7 @@ def test_a_source_refuses_the_settings_it_fixes():
 
 
 def flags(**values):
-    base = dict(lr=0.1, lr_decay="", optimizer="adam")
+    base = dict(lr=0.1, lr_decay="", optimizer="adam", weight_decay=0.0, epochs=4)
     return types.SimpleNamespace(**{**base, **values})
 
 
@@ -76,6 +86,11 @@ def test_lr_decay_steps_the_rate_at_epoch_boundaries():
     # epochs 0-1 (steps 0-9): 0.1; epoch 2 (steps 10-14): 0.01; from epoch 3: 0.001
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
     assert float(experiment.task_optimizer(flags(), 5).learning_rate) == pytest.approx(0.1)
+    cosine = experiment.task_optimizer(flags(lr_decay="cosine", weight_decay=5e-4), steps_per_epoch=5)
+    assert cosine.weight_decay == pytest.approx(5e-4)
+    for step in (0, 5, 10, 20):  # 0.1 * (1 + cos(pi t / T)) / 2 over T = 4 epochs * 5 steps
+        cosine.iterations.assign(step)
+        assert float(cosine.learning_rate) == pytest.approx(0.05 * (1 + np.cos(np.pi * step / 20)), abs=1e-7)
     for bad in ("80", "0=0.1", "5=0", "5=0.1,3=0.1", "a=b", "5=nan"):
         with pytest.raises(experiment.ConfigError, match="--lr_decay must look like"):
             experiment.lr_decay_steps(bad)

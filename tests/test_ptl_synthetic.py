@@ -134,3 +134,15 @@ def test_ptl_target_loss_falls_with_c1_and_c2_changes_nothing(tiny_run):
     assert max(np.array(by_c1[0.0][0]["final_losses"])[:, 0]) < 1e-4  # C1 = 0: the target's optimum
     np.testing.assert_allclose(by_c1[1.0][0]["final_losses"], results["methods"]["moomtl"][0]["final_losses"],
                                atol=1e-9)  # C1 = 1: MOOMTL
+
+
+def test_without_constraint10_c2_bends_the_update_towards_the_target(tmp_path):
+    """The exact dual of the primal (11) (no constraint (10)): C2 > 0 lets the privileged weight
+    go negative, so the same C1 ends with a lower target loss than with C2 = 0."""
+    results = ps.run(str(tmp_path), dim=6, starts=6, steps=120, lr=0.25, c1_values=[0.5], c2_values=[0.0, 1.0],
+                     scalar_weights=[0.5], num_preferences=2, seed=3, log=lambda *a: None, constraint10=False,
+                     init_range=1.5)  # starts far enough out that the gradients align and lambda_2 < 0 is optimal
+    c2_0, c2_1 = results["methods"]["ptl"]
+    assert results["config"]["constraint10"] is False and results["ptl_c2_max_difference"] > 1e-2
+    assert c2_1["mean_l1"] < c2_0["mean_l1"] - 1e-3 and c2_1["mean_l2"] > c2_0["mean_l2"] + 1e-3
+    assert "Without constraint (10)" in (tmp_path / "summary.md").read_text()
