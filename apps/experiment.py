@@ -58,12 +58,12 @@ def distribution(name):
 
 
 def build_strategy(flags, tasks):
-    """--method with --method_args (and, for equal, --aux_weights)."""
+    """--method with --method_args (and, for equal and uniform, --aux_weights)."""
     try:
         args = tfaux.strategies.method_args(flags.method, flags.method_args)
     except tfaux.strategies.MethodError as e:
         raise ConfigError(str(e)) from None
-    if flags.method == "equal" and flags.aux_weights:
+    if flags.method in ("equal", "uniform") and flags.aux_weights:
         names = {t.name for t in tasks}
         weights = parse_aux_weights(flags.aux_weights)
         unknown = sorted(set(weights) - names)

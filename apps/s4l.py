@@ -8,8 +8,11 @@ App. B.1).
 Main task: the class, on --num_labelled stratified labelled training images; auxiliary tasks on
 every training image: rotation (4-way) and Exemplar-MT (pipelines.exemplar: features of the image
 and of its flipped, noised, Cutout copy pulled together, loss 1 - cos). --method=arml (default) is
-S4L + ARML; the Table 1 rows are --method=equal (S4L Uniform), adaloss, gradnorm, cosinesim,
-ol_aux, and `apps.tune` for the grid search over the two auxiliary weights (K = 2).
+S4L + ARML; the Table 1 rows are --method=uniform (S4L Uniform: weights 1, the main loss from the
+labelled stream as ARML's), adaloss, gradnorm, cosinesim, ol_aux, and `python -m apps.tune
+--method=uniform --dataset=... --exemplar --num_labelled=...` for the grid search over the two
+auxiliary weights (K = 2). (--method=equal is tfaux's mixed-batch sum, where 4,000 labels out of
+45,000 make the main loss a tenth of the update.)
 
 Defaults after App. B.1, per dataset (a flag given on the command line wins):
   cifar10: 4,000 labels of 45,000 training images (--val_fraction=0.1: 5,000 for validation);

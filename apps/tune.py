@@ -12,7 +12,12 @@ and scores it by the best epoch's validation primary metric (the model's
 `selection_metric`: max accuracy, min RMSE). Every other flag of apps.train (dataset, data
 and setting flags, batch size, encoder, seed) is used as in apps.train.
 
-Writes in --output_dir: `best_flags.txt` (absl flag file: `--method=equal`, `--aux_weights=...`,
+--method=uniform searches S4L's fixed auxiliary weights instead, the targets' loss coming from a
+stream of labelled target examples (seed 003's "GridSearch" row for K = 2: e.g. `--dataset=cifar10
+--exemplar --num_labelled=4000 --weight_grid=0.1,0.5,1,2`); --method_args passes the method's
+other arguments.
+
+Writes in --output_dir: `best_flags.txt` (absl flag file: `--method=equal|uniform`, `--aux_weights=...`,
 `--lr=...`; use it with `--flagfile=`), `trials.json` (every trial's values and score) and
 `tuner/` (keras-tuner's state: rerunning the same command resumes the search; --overwrite
 starts it afresh).
@@ -42,15 +47,21 @@ class EqualWeights(kt.HyperModel):
         self.flags, self.data = flags, data
         self.weight_grid = [float(w) for w in weight_grid]
         self.lr_grid = [float(v) for v in lr_grid]
+        try:  # the method's other arguments (e.g. --method=equal --method_args=labelled_stream=True)
+            self.method_args = tfaux.strategies.method_args(flags.method, flags.method_args)
+        except tfaux.strategies.MethodError as e:
+            raise experiment.ConfigError(str(e)) from None
+        if "task_weights" in self.method_args:
+            raise experiment.ConfigError("--method_args must not set task_weights: apps.tune searches them.")
 
     def build(self, hp):
         flags, data = self.flags, self.data
         weights = {t.name: hp.Choice(weight_name(t.name), self.weight_grid) for t in data.tasks[1:]}
         lr = hp.Choice("lr", self.lr_grid)
         keras.utils.set_random_seed(flags.seed)  # every trial starts from the same initialisation
-        model = tfaux.AuxiliaryModel(experiment.build_encoder(flags, data), data.tasks,
-                                     tfaux.strategies.Equal(task_weights=weights), input_spec=data.input_spec,
-                                     num_examples=data.num_train)
+        strategy = tfaux.strategies.get(flags.method, **self.method_args, task_weights=weights)
+        model = tfaux.AuxiliaryModel(experiment.build_encoder(flags, data), data.tasks, strategy,
+                                     input_spec=data.input_spec, num_examples=data.num_train)
         model.compile(optimizer=keras.optimizers.Adam(lr))
         return model
 
@@ -63,10 +74,10 @@ def _number(x):
     return f"{float(x):g}"
 
 
-def flag_lines(values, tasks):
+def flag_lines(values, tasks, method="equal"):
     """best_flags.txt lines for hyperparameter values {name: value}."""
     weights = ",".join(f"{t.name}={_number(values[weight_name(t.name)])}" for t in tasks[1:])
-    lines = ["--method=equal"]
+    lines = [f"--method={method}"]
     if weights:
         lines.append(f"--aux_weights={weights}")
     lines.append(f"--lr={_number(values['lr'])}")
@@ -85,7 +96,11 @@ def search(flags, weight_grid=WEIGHT_GRID, lr_grid=LR_GRID, max_trials=None, ove
                           overwrite=overwrite,
                           distribution_strategy=(experiment.distribution(flags.distribute)
                                                  if flags.distribute != "none" else None))
-    tuner.search(data.train(flags.batch_size), validation_data=data.val(256), epochs=flags.epochs,
+    if hypermodel.build(kt.HyperParameters()).scheduler.second_stream == "train":  # S4L's labelled stream
+        train = data.train_with_reordered(flags.batch_size, flags.dev_batch_size)
+    else:
+        train = data.train(flags.batch_size)
+    tuner.search(train, validation_data=data.val(flags.eval_batch_size), epochs=flags.epochs,
                  verbose=flags.verbose, shuffle=False)
     trials = [{"trial": t.trial_id, "values": dict(t.hyperparameters.values), "score": t.score,
                "status": str(t.status)} for t in tuner.oracle.trials.values()]
@@ -97,7 +112,7 @@ def search(flags, weight_grid=WEIGHT_GRID, lr_grid=LR_GRID, max_trials=None, ove
     header = (f"# apps.tune: best of {len(finished)} trial(s) by {monitor} ({mode}) = {score:.6g}; "
               f"dataset {flags.dataset}, seed {flags.seed}, {flags.epochs} epoch(s)")
     with open(os.path.join(out, "best_flags.txt"), "w") as f:
-        f.write("\n".join([header, *flag_lines(values, data.tasks)]) + "\n")
+        f.write("\n".join([header, *flag_lines(values, data.tasks, flags.method)]) + "\n")
     with open(os.path.join(out, "trials.json"), "w") as f:
         json.dump({"objective": monitor, "direction": mode, "best": {"values": values, "score": score},
                    "trials": trials}, f, indent=2)
@@ -128,9 +143,9 @@ def main(argv):
     except ValueError as e:
         raise SystemExit(f"error: --weight_grid and --lr_grid must be lists of numbers ({e}).") from None
     try:
-        if FLAGS.method != "equal":
-            raise experiment.ConfigError(f"apps.tune searches the weights of --method=equal (NAL), got "
-                                         f"--method={FLAGS.method}.")
+        if FLAGS.method not in ("equal", "uniform"):
+            raise experiment.ConfigError(f"apps.tune searches the fixed weights of --method=equal (NAL) or "
+                                         f"--method=uniform (S4L), got --method={FLAGS.method}.")
         values, score, trials = search(FLAGS, weight_grid, lr_grid, FLAGS.max_trials, FLAGS.overwrite)
     except (DataError, experiment.ConfigError) as e:
         raise SystemExit(f"error: {e}") from None

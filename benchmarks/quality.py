@@ -12,7 +12,8 @@ Settings (each one `apps.compare` call, so an interrupted benchmark resumes run 
                >= Equal.
   ml100k       MovieLens-100K rating (primary) + CTR, AutoInt. Target: JTDS RMSE <= STL RMSE.
   mnist_arml   ARML (seed 003): 2% of primary labels, rotation + Exemplar-MT auxiliaries, 10 epochs,
-               batch 64; STL, ARML and Uniform (ARML with its weights fixed at 1, weight_lr=0: S4L).
+               batch 64; STL, ARML and Uniform (S4L: every auxiliary weight 1, the main loss from the
+               labelled stream as ARML's).
                Targets: ARML >= Uniform and >= STL.
   mnist_labels AuxiLearn's learned auxiliary labels (seed 002, Sec. 5.4): 5% of the training set
                (--label_fraction=0.05 --drop_unlabelled, 320 images), no given auxiliary, 40
@@ -44,9 +45,8 @@ SETTINGS = {
                        flags=["dataset=mnist", "label_fraction=0.1"]),
     "ml100k": dict(experiment="recommendation", data="ml-100k",
                    flags=["dataset=movielens_100k", "encoder=autoint"]),
-    "mnist_arml": dict(experiment="semi_supervised", data="mnist", epochs=10, batch_size=64, methods="stl,arml",
-                       flags=["dataset=mnist", "label_fraction=0.02", "exemplar=true"],
-                       variants={"uniform": ("arml", ["method_args=weight_lr=0.0"])}),
+    "mnist_arml": dict(experiment="semi_supervised", data="mnist", epochs=10, batch_size=64,
+                       methods="stl,uniform,arml", flags=["dataset=mnist", "label_fraction=0.02", "exemplar=true"]),
     "mnist_labels": dict(experiment="semi_supervised", data="mnist", epochs=40, batch_size=64,
                          methods="stl,maxl_f,maxl,auxilearn_labels",
                          flags=["dataset=mnist", "label_fraction=0.05", "drop_unlabelled=true", "rotation=false"]),
@@ -134,21 +134,18 @@ def mean_sem(values):
 def run_setting(name, args):
     spec = SETTINGS[name]
     out = os.path.join(args.output_dir, name)
-    runs = [(out, spec.get("methods", args.methods), [])]
-    runs += [(os.path.join(out, variant), method, extra) for variant, (method, extra) in spec.get("variants", {}).items()]
-    for folder, methods, extra in runs:
-        cmd = [sys.executable, "-m", "apps.compare", f"--experiment={spec['experiment']}",
-               f"--methods={methods}", f"--seeds={args.seeds}", f"--output_dir={folder}",
-               f"--set=data_dir={os.path.join(args.data_root, spec['data'])}", "--set=verbose=2"]
-        cmd += [f"--set={f}" for f in COMMON + spec["flags"] + extra]
-        if name.startswith("mnist"):
-            cmd += [f"--set=epochs={spec.get('epochs', args.mnist_epochs)}",
-                    f"--set=batch_size={spec.get('batch_size', args.mnist_batch_size)}"]
-        else:
-            cmd += [f"--set=epochs={args.ml_epochs}"]
-        cmd += [f"--set={f}" for f in args.set]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+    cmd = [sys.executable, "-m", "apps.compare", f"--experiment={spec['experiment']}",
+           f"--methods={spec.get('methods', args.methods)}", f"--seeds={args.seeds}", f"--output_dir={out}",
+           f"--set=data_dir={os.path.join(args.data_root, spec['data'])}", "--set=verbose=2"]
+    cmd += [f"--set={f}" for f in COMMON + spec["flags"]]
+    if name.startswith("mnist"):
+        cmd += [f"--set=epochs={spec.get('epochs', args.mnist_epochs)}",
+                f"--set=batch_size={spec.get('batch_size', args.mnist_batch_size)}"]
+    else:
+        cmd += [f"--set=epochs={args.ml_epochs}"]
+    cmd += [f"--set={f}" for f in args.set]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
     return out
 
 
@@ -164,14 +161,6 @@ def report(args):
         with open(table) as f:
             lines += [f"## {name}", "", f.read().strip(), ""]
         rows = read_table(os.path.join(out, "results.csv"))
-        for variant in SETTINGS[name].get("variants", {}):
-            path = os.path.join(out, variant, "results.csv")
-            if os.path.exists(path):
-                row = next(iter(read_table(path).values()))
-                rows[variant] = row
-                method, extra = SETTINGS[name]["variants"][variant]
-                lines += [f"- {variant} (`{method}` with {', '.join(extra)}): {100 * float(row['mean']):.2f} "
-                          f"+- {100 * float(row['sem']):.2f}", ""]
         if name.startswith("mnist_noise"):
             for method in BILEVEL:
                 values = []

@@ -163,3 +163,22 @@ def test_the_app_trains_arml_with_rotation_and_exemplar_on_a_labelled_stream(tmp
     assert set(metrics["history"]) >= {"rotation_weight", "exemplar_weight"}
     weights = [metrics["history"][f"{t}_weight"][-1] for t in ("rotation", "exemplar")]
     assert abs(sum(weights) - 2.0) < 1e-3 and weights != [1.0, 1.0], weights  # alpha moved, stayed in A
+
+
+def test_uniform_takes_its_main_loss_from_the_labelled_stream_with_fixed_weights():
+    """S4L Uniform (`uniform`: Equal with the labelled stream): theta moves by grad L_main(labelled)
+    + sum_k lambda_k grad L_k(train), from separate tapes, with lambda fixed (here 0.5 and 2)."""
+    from tfaux.strategies import get
+    strategy = get("uniform", task_weights={"aux": 0.5, "aux2": 2.0})
+    model = _three_task_model(strategy)
+    assert strategy.second_stream == "train"
+    batch = _three_task_batch()
+    labelled = {k: ({t: a[::-1].copy() for t, a in v.items()} if isinstance(v, dict) else v[::-1].copy())
+                for k, v in _three_task_batch().items()}
+    labelled["labels"]["main"] = 1 - labelled["labels"]["main"]
+    train = _tape_gradients(model, batch, model.theta.all)
+    expected = 0.5 * train[1] + 2.0 * train[2] + _tape_gradients(model, labelled, model.theta.all)[0]
+    before = [v.numpy().copy() for v in model.theta.all]
+    model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": labelled}), epochs=1, verbose=0)
+    applied = np.concatenate([((b0 - v.numpy()) / LR).ravel() for b0, v in zip(before, model.theta.all)])
+    np.testing.assert_allclose(applied, expected, atol=2e-6)

@@ -269,15 +269,16 @@ def test_schedule_recorder_arguments():
 
 
 # ---------------------------------------------------------------- apps.tune
-def test_tune_writes_a_flag_file_absl_parses(tmp_path, parse):
+@pytest.mark.parametrize("method", ["equal", "uniform"])  # uniform: S4L's grid search (labelled stream)
+def test_tune_writes_a_flag_file_absl_parses(tmp_path, parse, method):
     from apps import tune
-    flags_ = parse("--method=equal", f"--output_dir={tmp_path}", *FAST)
+    flags_ = parse(f"--method={method}", f"--output_dir={tmp_path}", *FAST)
     values, score, trials = tune.search(flags_, max_trials=2)
     assert len(trials) == 2 and all(t["score"] is not None for t in trials)
     assert score == max(t["score"] for t in trials)  # accuracy: higher is better
     path = tmp_path / "best_flags.txt"
     parsed = parse(f"--flagfile={path}")
-    assert parsed.method == "equal" and parsed.lr in tune.LR_GRID and parsed.lr == values["lr"]
+    assert parsed.method == method and parsed.lr in tune.LR_GRID and parsed.lr == values["lr"]
     weights = experiment.parse_aux_weights(parsed.aux_weights)
     assert set(weights) == {"rotation"} and weights["rotation"] in tune.WEIGHT_GRID
     assert json.loads((tmp_path / "trials.json").read_text())["objective"] == "val_primary_accuracy"

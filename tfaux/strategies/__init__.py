@@ -39,6 +39,8 @@ class Method:
 METHODS = {
     "stl": Method(STL, {}, "target task(s) only"),
     "equal": Method(Equal, {}, "fixed task weights (1 each, or --aux_weights / task_weights)"),
+    "uniform": Method(Equal, dict(labelled_stream=True), "S4L Uniform: auxiliary weights 1 (or --aux_weights), the "
+                      "targets' loss from a stream of labelled target examples (seed 003, Table 1)"),
     "jtds": Method(JTDS, {}, "JTDS task-data scheduler, implicit hypergradients (seed 000, Eq. 4)"),
     "jtds_only_task": Method(JTDS, dict(use_feature=False, use_loss=False), "JTDS ablation: task factor only"),
     "jtds_no_loss": Method(JTDS, dict(use_loss=False), "JTDS ablation: without the loss filter"),

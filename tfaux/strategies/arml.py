@@ -88,14 +88,6 @@ class ARML(Strategy):
         task_weights = tf.concat([tf.ones([self.num_targets]), tf.convert_to_tensor(self.alpha)], 0)
         return tf.ones_like(context.losses) * task_weights[None, :]
 
-    def lower_loss(self, losses, context):
-        """sum_targets L_main + sum_k alpha_k L_k. With the labelled stream, L_main is the mean over
-        that batch (S4L / Alg. 1: the main-task data T_m), else the batch's masked mean."""
-        if context.main_objective is None:
-            return super().lower_loss(losses, context)
-        aux = tf.reduce_sum(losses[:, self.num_targets:] * context.masks[:, self.num_targets:], 0)
-        return context.main_objective + tf.reduce_sum(self.alpha * aux) / context.global_batch
-
     def updating(self):
         """Whether alpha is still learned (always with algorithm 2; until converged with 1)."""
         return tf.logical_or(self.algorithm == 2, self.converged < 0.5)

@@ -174,9 +174,13 @@ class Strategy(keras.layers.Layer):
         return tf.ones_like(context.losses)
 
     def lower_loss(self, losses, context):
-        """L_t = (1/B) sum_i sum_k m_ik w_ik l_ik  (seed 000, Eq. 3/4 form)."""
-        weights = self.example_weights(context)
-        return tf.reduce_sum(weights * losses * context.masks) / context.global_batch
+        """L_t = (1/B) sum_i sum_k m_ik w_ik l_ik  (seed 000, Eq. 3/4 form). With the labelled
+        stream (`main_data = "labelled"`), the targets' term is that batch's mean target loss
+        (context.main_objective, weight 1, as S4L trains) and the sum runs over the auxiliaries."""
+        weighted = self.example_weights(context) * losses * context.masks
+        if context.main_objective is None:
+            return tf.reduce_sum(weighted) / context.global_batch
+        return context.main_objective + tf.reduce_sum(weighted[:, self.num_targets:]) / context.global_batch
 
     def lower_gradients(self, tape, loss, losses, context, variables):
         """Gradients for `variables.trained`: theta (shared first, then heads), then the
