@@ -16,17 +16,22 @@ DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e
 
 # {dataset: {flag: value}}: a binary's per-dataset defaults (define_flags(dataset_defaults=...)).
 DATASET_DEFAULTS = {}
+# [fn(flag_values) -> {argument: value}]: a binary's --method_args defaults (define_flags(method_defaults=...)).
+METHOD_DEFAULTS = []
 
 
-def define_flags(dataset_defaults=None, **defaults):
+def define_flags(dataset_defaults=None, method_defaults=None, **defaults):
     """Define every flag; `defaults` overrides the default of any of them by name
     (an experiment binary is this call with its paper's settings); `dataset_defaults`
     {dataset: {flag: value}} gives the paper's settings of each dataset, used for the flags
-    not given on the command line (apply_dataset_defaults)."""
+    not given on the command line; `method_defaults(flag_values)` -> {argument: value} gives
+    the --method_args the paper uses with those flags, for the arguments not given
+    (apply_dataset_defaults, run by apps.experiment.main)."""
     unknown = sorted(set(defaults).union(*(dataset_defaults or {}).values()) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"define_flags got unknown flag names {unknown}.")
     DATASET_DEFAULTS.update(dataset_defaults or {})
+    METHOD_DEFAULTS[:] = [method_defaults] if method_defaults else []
     d = {**DEFAULTS, **defaults}
     flags.DEFINE_enum("method", d["method"], list(tfaux.strategies.METHODS),
                       "How tasks and examples are weighted. " + tfaux.strategies.help_text() + ".")
@@ -122,8 +127,23 @@ def define_flags(dataset_defaults=None, **defaults):
 
 def apply_dataset_defaults(flag_values, table=None):
     """Set the --dataset's own defaults (`table`, default DATASET_DEFAULTS) on every flag not given
-    on the command line."""
+    on the command line, then complete --method_args with the binary's method defaults."""
     table = DATASET_DEFAULTS if table is None else table
     for name, value in table.get(flag_values.dataset, {}).items():
         if not flag_values[name].present:
             flag_values[name].value = value
+    for defaults in METHOD_DEFAULTS:
+        flag_values.method_args = with_method_defaults(flag_values, defaults(flag_values))
+
+
+def with_method_defaults(flag_values, defaults):
+    """--method_args completed with `defaults` ({argument: value}, for the run's --method) for the
+    arguments it does not set itself; a malformed --method_args is left for the run to report."""
+    if not defaults:
+        return flag_values.method_args
+    try:
+        given = tfaux.strategies.method_args(flag_values.method, flag_values.method_args)
+    except tfaux.strategies.MethodError:
+        return flag_values.method_args
+    extra = [f"{name}={value!r}" for name, value in defaults.items() if name not in given]
+    return ",".join(filter(None, [flag_values.method_args.strip(), *extra]))

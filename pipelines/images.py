@@ -50,6 +50,20 @@ def read_lines(path, encoding="utf-8"):
     return [ln for ln in text.splitlines() if ln.strip()]
 
 
+def read_mat(path, what, **options):
+    """The variables of a MATLAB file (scipy.io.loadmat with `options`), or a DataError naming the
+    file for `what` (e.g. "SVHN")."""
+    name = os.path.basename(path)
+    try:
+        import scipy.io
+    except ImportError as e:
+        raise DataError(f"Reading {what} file '{name}' needs scipy (pip install scipy).") from e
+    try:
+        return scipy.io.loadmat(path, **options)
+    except Exception as e:
+        raise DataError(f"{what} file '{name}' is not a readable MATLAB file ({type(e).__name__}: {e}).") from e
+
+
 def bad_line(path, lineno, why):
     """A DataError for line `lineno` (1-based) of a file."""
     return DataError(f"File '{os.path.basename(path)}' line {lineno} is malformed: {why}.")

@@ -20,14 +20,7 @@ HINT = "the raw 'train_32x32.mat' and 'test_32x32.mat' files"
 
 def _read_mat(path):
     name = os.path.basename(path)
-    try:
-        import scipy.io
-    except ImportError as e:
-        raise DataError(f"Reading SVHN file '{name}' needs scipy (pip install scipy).") from e
-    try:
-        d = scipy.io.loadmat(path)
-    except Exception as e:
-        raise DataError(f"SVHN file '{name}' is not a readable MATLAB file ({type(e).__name__}: {e}).") from e
+    d = images.read_mat(path, "SVHN")
     if "X" not in d or "y" not in d:
         raise DataError(f"SVHN file '{name}' lacks the variables 'X' and 'y'.")
     x, y = np.asarray(d["X"]), np.asarray(d["y"]).reshape(-1)

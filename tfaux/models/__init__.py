@@ -8,6 +8,7 @@ from tfaux.models.mlp import mlp_encoder
 from tfaux.models.resnet import resnet18
 from tfaux.models.segnet import segnet
 from tfaux.models.tabular import tabular_encoder
+from tfaux.models.vgg import vgg16
 from tfaux.models.wide_resnet import wide_resnet
 
 

@@ -46,6 +46,7 @@ BACKBONES = {
     "lenet": lambda spec: models.lenet(input_shape=tuple(spec.shape), name="generator_lenet"),
     "mlp": lambda spec: models.mlp_encoder(name="generator_mlp"),
     "resnet18": lambda spec: models.resnet18(stem="cifar" if spec.shape[0] <= 64 else "imagenet"),
+    "vgg16": lambda spec: models.vgg16(name="generator_vgg16"),
 }
 
 
