@@ -141,34 +141,7 @@ def _losses64(problem):
         e, tm, _ = split(theta)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yd, tf.matmul(tf.matmul(xd, e), tm)))
 
-    vector = tf.TensorSpec([None], tf.float64)
-
-    @tf.function(input_signature=[vector, vector])
-    def grad(theta, phi):
-        with tf.GradientTape() as tape:
-            tape.watch(theta)
-            value = inner(theta, phi)
-        return tape.gradient(value, theta)
-
-    @tf.function(input_signature=[vector, vector])
-    def hessian(theta, phi):
-        with tf.GradientTape() as outer:
-            outer.watch(theta)
-            g = grad(theta, phi)
-        return g, outer.jacobian(g, theta)
-
-    def optimum(phi, theta=None):
-        """A local minimum theta*(phi): gradient descent from a fixed start (or from `theta`),
-        then Newton to machine precision (the Hessian there is positive definite)."""
-        if theta is None:
-            theta = tf.constant(np.random.default_rng(1).normal(size=D + C * (1 + PSI)) * 0.5)
-            for _ in range(300):
-                theta = theta - 0.5 * grad(theta, phi)
-        for _ in range(8):
-            g, h = hessian(theta, phi)
-            assert np.linalg.eigvalsh(h.numpy()).min() > 1e-3
-            theta = theta - tf.linalg.solve(h, g[:, None])[:, 0]
-        return theta
+    grad, optimum = toy.inner_solver(inner, D + C * (1 + PSI))
 
     return dev, grad, optimum
 

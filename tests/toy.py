@@ -37,3 +37,38 @@ def model(strategy, upper_interval=2, lr=0.1, upper=None, encoder=None):
                              upper_interval=upper_interval)
     m.compile(optimizer=keras.optimizers.SGD(lr), upper_optimizer=upper)
     return m
+
+
+def inner_solver(inner, size):
+    """(grad, optimum) of a float64 inner objective inner(theta, phi) over flat [size] theta:
+    optimum(phi, theta=None) is a local minimum theta*(phi), by gradient descent from a fixed
+    start (or from `theta`), then Newton to machine precision (asserting a positive definite
+    Hessian there) - the reference point of the finite-difference hypergradient checks."""
+    vector = tf.TensorSpec([None], tf.float64)
+
+    @tf.function(input_signature=[vector, vector])
+    def grad(theta, phi):
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            value = inner(theta, phi)
+        return tape.gradient(value, theta)
+
+    @tf.function(input_signature=[vector, vector])
+    def hessian(theta, phi):
+        with tf.GradientTape() as outer:
+            outer.watch(theta)
+            g = grad(theta, phi)
+        return g, outer.jacobian(g, theta)
+
+    def optimum(phi, theta=None):
+        if theta is None:
+            theta = tf.constant(np.random.default_rng(1).normal(size=size) * 0.5)
+            for _ in range(300):
+                theta = theta - 0.5 * grad(theta, phi)
+        for _ in range(8):
+            g, h = hessian(theta, phi)
+            assert np.linalg.eigvalsh(h.numpy()).min() > 1e-3
+            theta = theta - tf.linalg.solve(h, g[:, None])[:, 0]
+        return theta
+
+    return grad, optimum

@@ -13,6 +13,7 @@ from tfaux.strategies.adaloss import AdaLoss
 from tfaux.strategies.arml import ARML
 from tfaux.strategies.auxilearn import AuxiLearn
 from tfaux.strategies.base import Context, Strategy, ThetaVariables
+from tfaux.strategies.dtg import DTGAuxL
 from tfaux.strategies.dwa import DWA
 from tfaux.strategies.equal import Equal
 from tfaux.strategies.gcs import GCS
@@ -85,6 +86,19 @@ METHODS = {
                    "label (Liu et al. 2019)"),
     "maxl_f": Method(FrozenLabelGenerator, {}, "MAXL-F: the label generator frozen at its random initialisation "
                      "(seed 002, Sec. 5.4)"),
+    "dtg_auxl": Method(DTGAuxL, {}, "DTG-AuxL: a joint generator makes a new auxiliary feature (from a primary "
+                       "sample and a shuffled / auxiliary-dataset one) and a soft primary-space label (linear + MLP + "
+                       "label bias), learned by the implicit hypergradient of the reordered training set's primary "
+                       "loss plus an instance regulariser (seed 001)"),
+    "dtg_auxl_no_aux": Method(DTGAuxL, dict(use_aux_labels=False), "DTG-AuxL ablation: the label generator sees "
+                              "only primary labels (seed 001, A3)"),
+    "dtg_auxl_no_data": Method(DTGAuxL, dict(generate_data=False), "DTG-AuxL ablation: no feature generator, the "
+                               "generated task reads the sample's own feature (seed 001, A4)"),
+    "dtg_auxl_no_linear": Method(DTGAuxL, dict(linear=False), "DTG-AuxL ablation: no linear term (seed 001, A6)"),
+    "dtg_auxl_two_nonlinear": Method(DTGAuxL, dict(linear=False, nonlinear_terms=2), "DTG-AuxL ablation: the "
+                                     "linear term replaced by a second non-linear one (seed 001, A6)"),
+    "dtg_auxl_no_reg": Method(DTGAuxL, dict(reg_weight=0.0), "DTG-AuxL ablation: without the instance "
+                              "regulariser (seed 001, A5)"),
 }
 
 

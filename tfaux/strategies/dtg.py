@@ -1,0 +1,304 @@
+"""DTG-AuxL: joint data-task generation for auxiliary learning (seed 001, the NeurIPS 2023 paper's
+appendix; Alg. 1, Sec. 2).
+
+A joint generator phi = (feature generator F, label generator G) makes one new auxiliary sample
+per example i of the batch from i and a second sample j:
+
+    j               shared-input setting: row pi(i) of the same batch, pi a permutation drawn
+                    statelessly from the step (identical on every replica; appendix Sec. 4.3
+                    "randomly shuffle the training batch"); different-input setting (the batch
+                    carries an auxiliary dataset input, task_x[aux_input_key]): that input's
+                    sample of row i (appendix Sec. 4.4-4.5).
+    z~_i = F(z_i, z_j)                           the generated *feature* (z: live encoder features)
+    y~_i = softmax(G(y_i, y_j) + b_i)            the generated *label*, on the primary simplex
+    F(u) = W u + MLP(u),  u = [z_i ; z_j]        linear + non-linear ("wide & deep", appendix 5.5)
+    G(v) = W' v + MLP'(v), v = [enc(labels of i) ; enc(labels of j)]
+    b_i  = label_bias * sum of the pair's primary one-hot labels (the "label bias term")
+
+The task model learns the primary task, the given auxiliaries and the generated task, whose head
+h_psi reads z~:
+
+    L_t(theta, phi) = (1/B) sum_i [ sum_k m_ik l_ik + w_gen m_i,primary CE(y~_i, softmax(h_psi(z~_i))) ]
+
+Upper level, every M lower steps (Alg. 1): phi moves along the implicit hypergradient (Eq. 12 / A5,
+the model's Neumann solver) of the primary loss on a batch of the reordered training set
+(`upper_data = "train"`), plus the explicit gradient of the instance regulariser.
+
+Where the appendix is silent, the choices made here:
+- The generated head h_psi is owned by the strategy and trained with theta by the lower optimizer
+  (a lower variable): the protocol's heads read encoder outputs only. It has the primary task's
+  head architecture. psi is not in the Hessian of the implicit gradient (like
+  hessian_scope="no_aux_heads" does for the given auxiliary heads); its gradient is computed exactly.
+- F and G share one parametrisation: a linear term (Dense) plus `nonlinear_terms` ReLU MLPs of
+  `depth` layers (depth - 1 hidden layers of `width` units, then the output layer), default
+  width 64, depth 3 (the middle of the appendix's grid {32, 64} x {2, 3, 4}). F's linear term
+  starts at the mid-point (z_i + z_j) / 2; every other layer starts at Keras' defaults.
+- The label bias term is the pair's primary labels as logits: label_bias * (e_{y_i} + e_{y_j})
+  (appendix 5.4: the generated labels keep "the original largest peaks provided by the label bias
+  term" beside a collapsed peak); default label_bias = log C, so with zero learnable terms two
+  distinct classes get C / (3C - 2) (about a third) of the mass each, one shared class
+  C^2 / (C^2 + C - 1). In the different-input setting (and without the data generator) j has no
+  primary label and only e_{y_i} is added: C / (2C - 1), about half.
+- Label inputs: the labels of every task that reads batch["x"] (primary and shared-input
+  auxiliaries; classification one-hot, soft as is, binary / regression as one value; per-pixel and
+  consistency tasks are left out), each times its mask; for j, the same tasks at pi(i) (shared
+  input) or the tasks reading task_x[aux_input_key] (different input).
+- The instance regulariser (appendix 5.4 names its purpose, not its form): the negative entropy
+  of the batch-mean of q_i = softmax(G(v_i)) (the learnable terms only, which is what collapses),
+      L_reg = sum_c qbar_c log qbar_c,
+  minimal (-log C) when the learnable terms spread over all classes and 0 when they put every
+  input on one class. It is computed on the upper batch (a reordered training batch; the
+  appendix's b_g,tau is the current lower batch, which `upper_objective` does not see).
+- Scale: Alg. 1 adds grad L_reg to the reference code's hypergradient, which omits Neumann's
+  alpha (tfaux.upper). tfaux feeds the upper optimizer (dL_upper/dphi) / alpha, so the upper
+  objective adds alpha * reg_weight * L_reg: the optimizer then sees the reference-scale implicit
+  gradient plus reg_weight * grad L_reg, as in Alg. 1. reg_weight = 0.2 (MAXL's weight for the
+  same kind of term; the paper's is not given).
+- Only rows with a primary label get a generated loss and count in the regulariser.
+- Upper update: Adam(1e-2), no clipping, no decay (the CUB and Amazon settings, appendix 4.1/4.3;
+  CIFAR-100 and Pet use Adam 1e-3, CIFAR10-100 SGD 1e-2); M in {20, 30} and Neumann K = 3 are
+  the model's defaults (upper_interval, solver).
+
+Ablations (appendix 5.2-5.5): use_aux_labels=False (G sees only primary labels), generate_data=False
+(z~_i = z_i and G sees only i's labels), linear=False (no linear term), linear=False with
+nonlinear_terms=2 ("two nonlinear"), reg_weight=0 (no instance regularisation).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tfaux import distribute
+from tfaux.strategies.base import Strategy
+from tfaux.strategies.label_generation import marginal_negentropy
+from tfaux.tasks import Task
+from tfaux.upper import UpperSettings
+
+_LABEL_KINDS = ("classification", "soft", "binary", "regression")
+
+
+class WideDeep(keras.layers.Layer):
+    """out = W u + b + sum_t MLP_t(u) (appendix 5.5: linear "memorisation" + non-linear
+    "generalisation" term). linear: keep the linear term; nonlinear_terms: how many MLPs;
+    depth: layers per MLP (depth - 1 ReLU layers of `width`, then a linear output layer)."""
+
+    def __init__(self, units, width=64, depth=3, linear=True, nonlinear_terms=1, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.linear = keras.layers.Dense(self.units, name="linear") if linear else None
+        self.mlps = []
+        for t in range(int(nonlinear_terms)):
+            layers = [keras.layers.Dense(width, activation="relu") for _ in range(int(depth) - 1)]
+            layers.append(keras.layers.Dense(self.units))
+            self.mlps.append(keras.Sequential(layers, name=f"nonlinear_{t}"))
+
+    def call(self, u):
+        terms = ([self.linear(u)] if self.linear is not None else []) + [m(u) for m in self.mlps]
+        return tf.add_n(terms)
+
+
+def _encode(task, labels, mask):
+    """One task's labels as [B, n] float inputs of the label generator, zero where masked."""
+    if task.kind == "classification":
+        y = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), task.num_classes)
+    elif task.kind == "soft":
+        y = tf.cast(labels, tf.float32)
+    else:
+        y = tf.reshape(tf.cast(labels, tf.float32), [-1, 1])
+    return y * tf.reshape(tf.cast(mask, tf.float32), [-1, 1])
+
+
+class DTGAuxL(Strategy):
+    """DTG-AuxL's joint generator, generated task and instance regulariser (module docstring).
+
+    width, depth:     the generators' MLPs (appendix grid {32, 64} x {2, 3, 4}).
+    label_bias:       scale of the label bias term (None: log C; 0: none).
+    reg_weight:       weight of the instance regulariser (0: the "w/o instance reg" ablation).
+    use_aux_labels:   False: the label generator sees only primary labels ("w/o aux").
+    generate_data:    False: the generated task reads i's own feature and G only i's labels ("w/o data").
+    linear:           False: no linear term ("w/o linear").
+    nonlinear_terms:  MLP terms (linear=False, nonlinear_terms=2: "two nonlinear").
+    generated_weight: weight of the generated task's loss in L_t.
+    aux_input_key:    the input key of an auxiliary dataset (different-input setting, tfaux
+                      pipelines' --aux_dataset: "aux"); used when some task reads it.
+    head_fn:          optional callable returning the generated task's head (default: the
+                      primary task's architecture, C outputs).
+    seed:             folded into the stateless in-batch permutation.
+    """
+
+    bilevel = True
+    upper_data = "train"
+    upper_defaults = UpperSettings(optimizer="adam", learning_rate=1e-2, momentum=0.0, weight_decay=0.0,
+                                   clipnorm=0.0)
+
+    def __init__(self, width=64, depth=3, label_bias=None, reg_weight=0.2, use_aux_labels=True,
+                 generate_data=True, linear=True, nonlinear_terms=1, generated_weight=1.0,
+                 aux_input_key="aux", head_fn=None, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if int(width) < 1 or int(depth) < 1:
+            raise ValueError(f"width and depth must be >= 1, got {width} and {depth}.")
+        if int(nonlinear_terms) < 0 or (not linear and int(nonlinear_terms) == 0):
+            raise ValueError("The generators need a linear term or at least one non-linear term.")
+        if not reg_weight >= 0.0 or not generated_weight >= 0.0:
+            raise ValueError("reg_weight and generated_weight must be >= 0.")
+        if label_bias is not None and not label_bias >= 0.0:
+            raise ValueError(f"label_bias must be None (log C) or >= 0, got {label_bias}.")
+        if head_fn is not None and not callable(head_fn):
+            raise ValueError("head_fn must be a callable returning the generated task's head layer.")
+        self.width, self.depth, self.label_bias = int(width), int(depth), label_bias
+        self.reg_weight, self.generated_weight = float(reg_weight), float(generated_weight)
+        self.use_aux_labels, self.generate_data = bool(use_aux_labels), bool(generate_data)
+        self.linear, self.nonlinear_terms = bool(linear), int(nonlinear_terms)
+        self.aux_input_key, self.head_fn, self.seed = aux_input_key, head_fn, int(seed)
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, tasks, feature_dim, num_examples):
+        super().setup(tasks, feature_dim, num_examples)
+        primary = self.tasks[0]
+        if primary.kind != "classification":
+            raise ValueError(f"DTG-AuxL generates labels on the primary simplex: it needs a classification "
+                             f"primary task; '{primary.name}' is {primary.kind}.")
+        self.num_classes = int(primary.num_classes)
+        self.bias_scale = math.log(self.num_classes) if self.label_bias is None else float(self.label_bias)
+        self.different_input = any(t.input_key == self.aux_input_key for t in self.tasks)
+        usable = [k for k, t in enumerate(self.tasks) if t.kind in _LABEL_KINDS]
+        own = [k for k in usable if self.tasks[k].input_key is None]
+        if not self.use_aux_labels:
+            own = [k for k in own if self.tasks[k].is_primary][:1]
+        if not self.generate_data:
+            other = []
+        elif self.different_input:
+            other = [k for k in usable if self.tasks[k].input_key == self.aux_input_key and self.use_aux_labels]
+        else:
+            other = list(own)
+        self.own_columns, self.other_columns = own, other
+        width = sum(self._label_width(self.tasks[k]) for k in own + other)
+        terms = dict(width=self.width, depth=self.depth, linear=self.linear, nonlinear_terms=self.nonlinear_terms)
+        self.label_generator = WideDeep(self.num_classes, name="label_generator", **terms)
+        self.label_generator(tf.zeros((2, width)))
+        self.feature_generator = None
+        if self.generate_data:
+            self.feature_generator = WideDeep(feature_dim, name="feature_generator", **terms)
+            self.feature_generator(tf.zeros((2, 2 * feature_dim)))
+            if self.linear:  # start at the mid-point (z_i + z_j) / 2
+                eye = tf.eye(feature_dim) * 0.5
+                self.feature_generator.linear.kernel.assign(tf.concat([eye, eye], 0))
+        spec = Task("dtg_generated", kind="soft", num_classes=self.num_classes,
+                    head_units=tuple(primary.head_units), head_fn=self.head_fn or primary.head_fn)
+        self.generated_head = spec.make_head()
+        self.generated_head(tf.zeros((2, feature_dim)))
+        self._lower_ids = getattr(self, "_lower_ids", set()) | {id(w) for w in self.generated_head.trainable_weights}
+
+    @staticmethod
+    def _label_width(task):
+        return task.num_classes if task.kind in ("classification", "soft") else 1
+
+    # ------------------------------------------------------------------ pairing
+    def permutation(self, size, step, stream=0):
+        """The in-batch partner pi of the shared-input setting: a permutation of range(size) drawn
+        statelessly from (seed, step, stream); stream 0 for lower batches, 1 for upper batches."""
+        key = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + stream])
+        return tf.random.experimental.stateless_shuffle(tf.range(size), seed=key)
+
+    # ------------------------------------------------------------------ the label generator
+    def _label_inputs(self, labels, mask_of, perm):
+        """v = [enc(labels of i) ; enc(labels of j)] and the label bias b (module docstring)."""
+        primary = self.tasks[0]
+        own = [_encode(self.tasks[k], labels[self.tasks[k].name], mask_of(k)) for k in self.own_columns]
+        if self.different_input or not self.generate_data:
+            other = [_encode(self.tasks[k], labels[self.tasks[k].name], mask_of(k)) for k in self.other_columns]
+        else:
+            other = [tf.gather(y, perm) for y in own]
+        y_i = _encode(primary, labels[primary.name], mask_of(0))
+        bias = y_i if (self.different_input or not self.generate_data) else y_i + tf.gather(y_i, perm)
+        return tf.concat(own + other, -1), self.bias_scale * bias
+
+    def learned_logits(self, labels, mask_of, perm):
+        """G(v): the learnable (linear + non-linear) terms of the generated label's logits."""
+        v, _ = self._label_inputs(labels, mask_of, perm)
+        return self.label_generator(v)
+
+    def generate_labels(self, labels, mask_of, perm):
+        """y~ = softmax(G(v) + b): [B, C] generated labels on the primary simplex."""
+        v, bias = self._label_inputs(labels, mask_of, perm)
+        return tf.nn.softmax(self.label_generator(v) + bias, -1)
+
+    def batch_labels(self, batch, step, stream=1):
+        """(y~, q = softmax(G(v)), primary mask) of a raw batch, partners from `permutation`. A task
+        whose labels the batch lacks (e.g. a primary-only dev batch) counts as masked."""
+        masks, size = batch.get("mask", {}), tf.shape(batch["labels"][self.tasks[0].name])[0]
+        labels = dict(batch["labels"])
+        for k in self.own_columns + self.other_columns:
+            labels.setdefault(self.tasks[k].name, tf.zeros([size], tf.int32))
+
+        def mask_of(k):
+            name = self.tasks[k].name
+            if name not in batch["labels"]:
+                return tf.zeros([size], tf.float32)
+            return tf.reshape(tf.cast(masks[name], tf.float32), [-1]) if name in masks else tf.ones([size], tf.float32)
+
+        perm = self.permutation(size, step, stream)
+        v, bias = self._label_inputs(labels, mask_of, perm)
+        logits = self.label_generator(v)
+        return tf.nn.softmax(logits + bias, -1), tf.nn.softmax(logits, -1), mask_of(0)
+
+    # ------------------------------------------------------------------ lower level
+    def generated_features(self, context, perm):
+        """z~ = F([z_i ; z_j]) (z_i itself without the data generator); live w.r.t. theta and phi."""
+        z = context.representations[None]
+        if not self.generate_data:
+            return z
+        if self.different_input:
+            if self.aux_input_key not in context.representations:
+                raise ValueError(f"DTG-AuxL: no features of task_x['{self.aux_input_key}'] in the batch "
+                                 f"(its auxiliary task must be active).")
+            z_j = context.representations[self.aux_input_key]
+        else:
+            z_j = tf.gather(z, perm)
+        return self.feature_generator(tf.concat([z, z_j], -1))
+
+    def generated_losses(self, context):
+        """[B] CE(y~_i, softmax(h_psi(z~_i))) times the primary mask, written out (as tfaux.Task's
+        soft kind) so that d(dL/dlogits)/dlabels, the mixed hypergradient, is kept."""
+        perm = self.permutation(tf.shape(context.masks)[0], context.step, 0)
+
+        def mask_of(k):
+            return context.masks[:, k]
+
+        target = self.generate_labels(context.labels, mask_of, perm)
+        logits = tf.cast(self.generated_head(self.generated_features(context, perm), training=True), tf.float32)
+        return -tf.reduce_sum(target * tf.nn.log_softmax(logits, -1), -1) * context.masks[:, 0]
+
+    def lower_loss(self, losses, context):
+        """L_t = (1/B) sum_i [ sum_k m_ik l_ik + w_gen l_gen,i ] (+ the generated head's own
+        regularization losses)."""
+        total = super().lower_loss(losses, context)
+        if self.generated_weight:
+            total += self.generated_weight * tf.reduce_sum(self.generated_losses(context)) / context.global_batch
+        if self.generated_head.losses:
+            total += tf.add_n(self.generated_head.losses) / float(distribute.num_replicas())
+        return total
+
+    # ------------------------------------------------------------------ upper level
+    def instance_regularizer(self, batch, step):
+        """L_reg = sum_c qbar_c log qbar_c, qbar the all-replica mean of q = softmax(G(v)) over the
+        batch's primary-labelled rows; this replica's share."""
+        _, q, mask = self.batch_labels(batch, step, stream=1)
+        return marginal_negentropy(q, mask)
+
+    def upper_objective(self, model, batch):
+        """L_p(theta; b'_p) + alpha * reg_weight * L_reg(phi; b'_p) (alpha: tfaux.upper's scale, so
+        that the upper optimizer sees grad L_p's reference scale + reg_weight * grad L_reg, Alg. 1)."""
+        objective = model.dev_objective(batch)
+        if self.reg_weight:
+            step = model.optimizer.iterations if getattr(model, "optimizer", None) is not None else 0
+            objective += model.upper_alpha() * self.reg_weight * self.instance_regularizer(batch, step)
+        return objective
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "depth": self.depth, "label_bias": self.label_bias,
+                "reg_weight": self.reg_weight, "use_aux_labels": self.use_aux_labels,
+                "generate_data": self.generate_data, "linear": self.linear,
+                "nonlinear_terms": self.nonlinear_terms, "generated_weight": self.generated_weight,
+                "aux_input_key": self.aux_input_key, "seed": self.seed}
