@@ -180,8 +180,8 @@ def lr_decay_steps(text):
         except ValueError:
             sep = ""
         if not sep or epoch < 1 or not (math.isfinite(factor) and factor > 0) or (steps and epoch <= steps[-1][0]):
-            raise ConfigError(f"--lr_decay must look like '80=0.1' or '30=0.1,60=0.01' (increasing epochs >= 1, "
-                              f"factors > 0), got '{text}'.")
+            raise ConfigError(f"--lr_decay must look like '80=0.1', '30=0.1,60=0.01' (increasing epochs >= 1, "
+                              f"factors > 0) or 'cosine', got '{text}'.")
         steps.append((epoch, factor))
     return steps
 
