@@ -28,6 +28,21 @@ def find_root(data_dir, folder, marker):
     return None
 
 
+def root_with_folders(data_dir, roots, names):
+    """(root, missing): the first of data_dir/r (r in roots; "" is data_dir itself) holding every
+    folder of `names`, with missing = []; else the first holding some, with the ones it lacks;
+    else (None, names)."""
+    candidates = [os.path.join(data_dir, r) if r else data_dir for r in roots]
+    for root in candidates:
+        if all(os.path.isdir(os.path.join(root, n)) for n in names):
+            return root, []
+    for root in candidates:
+        missing = [n for n in names if not os.path.isdir(os.path.join(root, n))]
+        if len(missing) < len(names):
+            return root, missing
+    return None, list(names)
+
+
 def require_file(root, name):
     """Path of `root/name`, or a DataError naming the missing file."""
     path = os.path.join(root, name)

@@ -61,15 +61,12 @@ def nyuv2_tasks():
 
 def _root(data_dir):
     """The folder holding train/ and val/ (data_dir itself or data_dir/nyuv2)."""
-    candidates = [os.path.join(data_dir, r) if r else data_dir for r in ROOTS]
-    for root in candidates:
-        if all(os.path.isdir(os.path.join(root, s)) for s in SPLITS):
-            return root
-    for root in candidates:
-        missing = [s for s in SPLITS if not os.path.isdir(os.path.join(root, s))]
-        if len(missing) < len(SPLITS):
-            raise DataError(f"nyuv2: missing folder '{missing[0]}/' in '{root}'.")
-    raise DataError(f"nyuv2: no 'train/' or 'val/' folder in '{data_dir}'; pass {HINT}.")
+    root, missing = images.root_with_folders(data_dir, ROOTS, SPLITS)
+    if root is None:
+        raise DataError(f"nyuv2: no 'train/' or 'val/' folder in '{data_dir}'; pass {HINT}.")
+    if missing:
+        raise DataError(f"nyuv2: missing folder '{missing[0]}/' in '{root}'.")
+    return root
 
 
 def _count(root, split):

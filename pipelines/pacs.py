@@ -81,16 +81,13 @@ HINT = ("--data_dir with the PACS image folders '<domain>/<class>/<image>' (doma
 def _root(data_dir):
     """The folder holding the domain folders: the first of ROOTS with all four, else a DataError
     naming the missing domain(s) of the first that has any."""
-    candidates = [os.path.join(data_dir, r) if r else data_dir for r in ROOTS]
-    for root in candidates:
-        if all(os.path.isdir(os.path.join(root, d)) for d in DOMAINS):
-            return root
-    for root in candidates:
-        missing = [d for d in DOMAINS if not os.path.isdir(os.path.join(root, d))]
-        if len(missing) < len(DOMAINS):
-            raise DataError(f"pacs: missing domain folder{'s' if len(missing) > 1 else ''} "
-                            f"{', '.join(repr(m) for m in missing)} in '{root}'.")
-    raise DataError(f"pacs: no PACS domain folder found in '{data_dir}'; pass {HINT}.")
+    root, missing = images.root_with_folders(data_dir, ROOTS, DOMAINS)
+    if root is None:
+        raise DataError(f"pacs: no PACS domain folder found in '{data_dir}'; pass {HINT}.")
+    if missing:
+        raise DataError(f"pacs: missing domain folder{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(repr(m) for m in missing)} in '{root}'.")
+    return root
 
 
 def _images(folder, what):
