@@ -182,14 +182,22 @@ def test_instance_regulariser_gradient_reaches_phi_and_matches_finite_difference
     assert relative_error(got, fd) < 1e-4  # measured 3e-7
 
 
-def _collapse_run(reg_weight, epochs=8):
+def _collapse_run(reg_weight, epochs=10, seed=2):
     """The 4-class toy, label bias off (the generated label is softmax of the learnable terms),
-    the label generator's bias started at [1, 0, 0, 0]: at the start 4 classes are the argmax of
-    some inputs (measured 33/64/8/23 of 128)."""
-    keras.utils.set_random_seed(0)
+    the label generator's bias started at [0.5, 0, 0, 0]: at the start 4 classes are the argmax of
+    some inputs (measured 99/1/14/14 of 128). Neumann's alpha is 0.01, not the lower rate 0.1:
+    plain SGD drives the lower Hessian's top eigenvalue up to about 2 / 0.1 ("the edge of
+    stability"; measured 9 -> 29 within 7 epochs), where alpha = 0.1 makes the series diverge
+    (hypergradient norm spikes of 400x) and a single upper step saturates the softmax whatever
+    the regulariser. The upper step: SGD 0.5, momentum 0.9, global norm clipped to 1."""
+    keras.utils.set_random_seed(seed)
     strategy = DTGAuxL(width=16, depth=2, label_bias=0.0, reg_weight=reg_weight)
-    model = _model(strategy, upper=keras.optimizers.SGD(0.5, momentum=0.9))
-    strategy.label_generator.linear.bias.assign(np.array([1.0, 0.0, 0.0, 0.0], "float32"))
+    encoder = keras.Sequential([keras.layers.Dense(16, activation="tanh")])
+    model = tfaux.AuxiliaryModel(encoder, _tasks(), strategy, tf.TensorSpec((DIM,), tf.float32), num_examples=128,
+                                 upper_interval=1, solver=hypergrad.Neumann(terms=3, alpha=0.01))
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  upper_optimizer=keras.optimizers.SGD(0.5, momentum=0.9, global_clipnorm=1.0))
+    strategy.label_generator.linear.bias.assign(np.array([0.5, 0.0, 0.0, 0.0], "float32"))
     batch = tf.nest.map_structure(tf.constant, _examples(128, 0))
 
     def argmax_and_entropy():
@@ -202,15 +210,20 @@ def _collapse_run(reg_weight, epochs=8):
 
 
 def test_without_instance_regularisation_the_generated_labels_collapse_and_with_it_they_do_not():
-    """32 upper steps. Without the regulariser every input's generated label peaks on one class
-    (measured: all 128 from the 5th epoch on, marginal entropy ~1e-10); with it (reg_weight 1)
-    the marginal entropy stays above the floor 1.2 (max log 4 = 1.386; measured 1.37) and every
-    class is some input's argmax."""
-    (start_argmax, start_entropy), (argmax, entropy) = _collapse_run(0.0)
-    assert len(np.unique(start_argmax)) == C and start_entropy > 1.3
-    assert len(np.unique(argmax)) == 1 and entropy < 1e-3, (np.bincount(argmax), entropy)
-    _, (argmax, entropy) = _collapse_run(1.0)
-    assert entropy > 1.2 and len(np.unique(argmax)) == C, (np.bincount(argmax), entropy)
+    """40 upper steps from 4 random starts (every start: marginal entropy of the argmax-spread labels
+    >= 1.18). Without the regulariser the generated labels collapse towards one or two classes
+    (final marginal entropy measured 0.36 / 0.68 / 0.30 / 0.64, mean 0.50; largest class 88 / 58 /
+    92 / 68 % of the inputs); with it (reg_weight 1) the same runs keep the marginal entropy up
+    (measured 1.37 / 0.81 / 1.36 / 1.34, mean 1.22; max log 4 = 1.386): floor 1.0 on the mean,
+    and higher than without in every run."""
+    without, with_reg = [], []
+    for seed in range(4):
+        (start_argmax, start_entropy), (argmax, entropy) = _collapse_run(0.0, seed=seed)
+        assert len(np.unique(start_argmax)) >= 3 and start_entropy > 1.15
+        without.append(entropy)
+        with_reg.append(_collapse_run(1.0, seed=seed)[1][1])
+    assert np.mean(without) < 0.8 and np.mean(with_reg) > 1.0, (without, with_reg)
+    assert all(w > wo + 0.1 for w, wo in zip(with_reg, without)), (without, with_reg)
 
 
 # ---------------------------------------------------------------- (3) the implicit hypergradient
@@ -224,8 +237,7 @@ def _problem():
     a = (x[:, 0] > 0).astype(np.float64)
     xu = rng.normal(size=(N_UP, D))
     yu = rng.integers(0, C, N_UP)
-    psi = rng.normal(size=(H, C))  # the generated head, fixed (not in the Hessian)
-    return x, y, a, xu, yu, psi
+    return x, y, a, xu, yu
 
 
 def _phi_shapes():
@@ -247,54 +259,53 @@ def _split(flat, shapes):
 
 def _losses64(problem, perm):
     """Float64 L_t(theta, phi) and L_p(theta), written out from the paper's equations: a linear
-    encoder e (D x H), linear heads Tm (H x C), Ta (H x 1), L2 lam |theta|^2; generated pairs
+    encoder e (D x H), linear heads Tm (H x C), Ta (H x 1), Tg (H x C, the generated task's),
+    L2 lam |theta|^2; generated pairs
     (i, perm[i]); z~ = F([z_i; z_j]), y~ = softmax(G(v_i) + log C (e_{y_i} + e_{y_j}))."""
-    x, y, a, xu, yu, psi = problem
-    x, xu, psi_t = tf.constant(x), tf.constant(xu), tf.constant(psi)
+    x, y, a, xu, yu = problem
+    x, xu = tf.constant(x), tf.constant(xu)
     own = np.concatenate([np.eye(C)[y], a[:, None]], 1)
     v = tf.constant(np.concatenate([own, own[perm]], 1))
     bias = tf.constant(np.log(C) * (np.eye(C)[y] + np.eye(C)[y[perm]]))
     shapes = _phi_shapes()
 
-    def wide_deep(u, w, b, w1, b1, w2, b2):
-        return tf.matmul(u, w) + b + tf.matmul(tf.nn.relu(tf.matmul(u, w1) + b1), w2) + b2
+    def wide_deep(u, w, b, w1, b1, w2, b2):  # tanh: a smooth inner problem (ReLU kinks in theta may hold
+        return tf.matmul(u, w) + b + tf.matmul(tf.tanh(tf.matmul(u, w1) + b1), w2) + b2  # theta* on a kink)
 
     def split_theta(theta):
-        return (tf.reshape(theta[:D * H], (D, H)), tf.reshape(theta[D * H:D * H + H * C], (H, C)),
-                tf.reshape(theta[D * H + H * C:], (H, 1)))
+        return _split(theta, [(D, H), (H, C), (H, 1), (H, C)])
 
     def inner(theta, phi):
-        e, tm, ta = split_theta(theta)
+        e, tm, ta, tg = split_theta(theta)
         p = _split(phi, shapes)
         z = tf.matmul(x, e)
         main = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.matmul(z, tm))
         aux = tf.nn.sigmoid_cross_entropy_with_logits(tf.constant(a), tf.reshape(tf.matmul(z, ta), [-1]))
         target = tf.nn.softmax(wide_deep(v, *p[:6]) + bias)
         feature = wide_deep(tf.concat([z, tf.gather(z, perm)], 1), *p[6:])
-        gen = -tf.reduce_sum(target * tf.nn.log_softmax(tf.matmul(feature, psi_t)), -1)
+        gen = -tf.reduce_sum(target * tf.nn.log_softmax(tf.matmul(feature, tg)), -1)
         return tf.reduce_mean(main + aux + gen) + LAM * tf.reduce_sum(theta ** 2)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
     def upper(theta):
-        e, tm, _ = split_theta(theta)
+        e, tm, _, _ = split_theta(theta)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yu, tf.matmul(tf.matmul(xu, e), tm)))
 
-    grad, optimum = toy.inner_solver(inner, D * H + H * C + H)
+    grad, optimum = toy.inner_solver(inner, D * H + 2 * H * C + H)
 
     return upper, grad, optimum
 
 
 def _hyper_model(problem, solver):
-    x, y, a, xu, yu, psi = problem
+    x, y, a, xu, yu = problem
     dense = lambda units, reg=True: keras.layers.Dense(  # noqa: E731
         units, use_bias=False, kernel_regularizer=keras.regularizers.L2(LAM) if reg else None)
     tasks = [tfaux.Task("main", role="primary", num_classes=C, head_fn=lambda: dense(C)),
              tfaux.Task("aux", kind="binary", head_fn=lambda: dense(1))]
-    strategy = DTGAuxL(width=W, depth=2, reg_weight=0.0, head_fn=lambda: dense(C, reg=False))
+    strategy = DTGAuxL(width=W, depth=2, reg_weight=0.0, head_fn=lambda: dense(C), activation="tanh")
     model = tfaux.AuxiliaryModel(dense(H), tasks, strategy, tf.TensorSpec((D,), tf.float32), num_examples=N,
                                  upper_interval=1, solver=solver)
     model.compile(optimizer=keras.optimizers.SGD(ALPHA))
-    strategy.generated_head.kernel.assign(psi.astype("float32"))
     shapes = [tuple(v.shape) for v in strategy.upper_variables]
     assert shapes == [tuple(s) for s in _phi_shapes()], shapes
     phi = np.random.default_rng(11).normal(size=sum(int(np.prod(s)) for s in shapes)) * 0.5
@@ -324,7 +335,8 @@ def _set_theta(model, theta):
     theta = np.asarray(theta, np.float32)
     model.encoder.kernel.assign(theta[:D * H].reshape(D, H))
     model.heads[0].kernel.assign(theta[D * H:D * H + H * C].reshape(H, C))
-    model.heads[1].kernel.assign(theta[D * H + H * C:].reshape(H, 1))
+    model.heads[1].kernel.assign(theta[D * H + H * C:D * H + H * C + H].reshape(H, 1))
+    model.heads[2].kernel.assign(theta[D * H + H * C + H:].reshape(H, C))  # the generated task's head
 
 
 def _fd(f, phi, directions, eps=1e-4):
@@ -368,17 +380,22 @@ def test_neumann_hypergradient_is_the_derivative_of_four_unrolled_steps():
 # ---------------------------------------------------------------- (4) through model.fit
 @pytest.mark.parametrize("name", ["dtg_auxl", "dtg_auxl_no_data", "dtg_auxl_two_nonlinear"])
 def test_shared_input_setting_trains_one_epoch_and_moves_phi_and_the_generated_head(name):
+    """The generated task is one of the model's tasks: its head is in theta (not phi), its loss is logged."""
     keras.utils.set_random_seed(0)
     strategy = strategies.get(name, width=16, depth=2)
     model = _model(strategy, upper_interval=2)
+    assert [t.name for t in model.tasks] == ["main", "aux", "dtg_generated"]
+    assert model.tasks[2].input_key == (None if name == "dtg_auxl_no_data" else "dtg_generated")
     phi = [v.numpy().copy() for v in strategy.upper_variables]
-    psi = [v.numpy().copy() for v in strategy.lower_variables]
-    assert psi and not {id(v) for v in strategy.lower_variables} & {id(v) for v in strategy.upper_variables}
+    psi = [v.numpy().copy() for v in model.theta.heads[2]]
+    assert psi and not strategy.lower_variables
+    assert not {id(v) for v in model.theta.heads[2]} & {id(v) for v in strategy.upper_variables}
     history = model.fit(_streams(), epochs=1, verbose=0)
-    assert all(np.isfinite(history.history[k][-1]) for k in ("loss", "primary_accuracy", "dev_loss"))
+    assert all(np.isfinite(history.history[k][-1]) for k in ("loss", "primary_accuracy", "dev_loss",
+                                                              "dtg_generated_loss"))
     assert history.history["upper_skipped"][-1] == 0.0
     assert max(float(np.abs(b - v.numpy()).max()) for b, v in zip(phi, strategy.upper_variables)) > 1e-5
-    assert max(float(np.abs(b - v.numpy()).max()) for b, v in zip(psi, strategy.lower_variables)) > 1e-5
+    assert max(float(np.abs(b - v.numpy()).max()) for b, v in zip(psi, model.theta.heads[2])) > 1e-5
 
 
 def _image_source(name, n, classes, seed, low, high, split=None):
@@ -407,11 +424,10 @@ def test_different_input_setting_trains_one_epoch_on_an_aux_dataset_and_pairs_wi
     assert max(float(np.abs(b - v.numpy()).max()) for b, v in zip(phi, strategy.upper_variables)) > 1e-5
     # the generated sample of row i is made from the auxiliary dataset's sample of row i:
     batch = next(iter(data.train_eval(16)))
-    _, context = model.context(batch, training=False)
-    base = strategy.generated_losses(context).numpy()
+    generated = [t.name for t in model.tasks].index("dtg_generated")
+    base = model.forward(batch, training=False).losses[:, generated].numpy()
     other = dict(batch, task_x={"aux": tf.reverse(batch["task_x"]["aux"], [0])})
-    _, context = model.context(other, training=False)
-    moved = np.abs(strategy.generated_losses(context).numpy() - base)
+    moved = np.abs(model.forward(other, training=False).losses[:, generated].numpy() - base)
     assert moved.min() > 1e-7, moved  # reversed: every row's partner changed, no row's own input did
     y = batch["labels"]["label"].numpy()
     for v in strategy.label_generator.weights:

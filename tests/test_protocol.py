@@ -222,7 +222,7 @@ class _SoftLabels(Strategy):
         super().setup(tasks, feature_dim, num_examples)
         self.generator = self.add_weight(shape=(DIM, 3), initializer="glorot_uniform", name="generator")
 
-    def generated_labels(self, batch, training):
+    def generated_labels(self, batch, training, step):
         return {"generated": tf.nn.softmax(tf.matmul(batch["x"], self.generator))}
 
 

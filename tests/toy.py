@@ -69,6 +69,7 @@ def inner_solver(inner, size):
             g, h = hessian(theta, phi)
             assert np.linalg.eigvalsh(h.numpy()).min() > 1e-3
             theta = theta - tf.linalg.solve(h, g[:, None])[:, 0]
+        assert np.abs(grad(theta, phi).numpy()).max() < 1e-10, "Newton did not converge: is the inner problem smooth?"
         return theta
 
     return grad, optimum

@@ -221,7 +221,7 @@ class AuxiliaryModel(keras.Model):
             raise ValueError("Batches must be dicts with 'x' and 'labels' (the tfaux data contract).")
         labels = dict(batch["labels"])
         if self.generated:
-            labels.update(self.scheduler.generated_labels(batch, training))
+            labels.update(self.scheduler.generated_labels(batch, training, self._step()))
         run = [True] * len(self.tasks) if all_tasks else self.active
         encoded = {}
         losses, masks, features, outputs = [], [], [], []
@@ -251,11 +251,21 @@ class AuxiliaryModel(keras.Model):
                        task_losses=losses, loss_maps=_loss_maps(maps, run))
 
     def _encoded(self, batch, key, encoded, training):
-        """The encoder's features of the input `key` reads (batch["x"] for None), computed once
-        per batch and kept in `encoded`."""
+        """The features the input `key` reads, computed once per batch and kept in `encoded`: the
+        encoder's of batch["x"] (key None) or batch["task_x"][key], or, for a key the strategy
+        generates (`strategy.generated_input_keys`), its `generated_input` from those."""
         if key not in encoded:
-            encoded[key] = self.encoder(batch["x"] if key is None else batch["task_x"][key], training=training)
+            if key in self.scheduler.generated_input_keys:
+                encode = lambda k: self._encoded(batch, k, encoded, training)  # noqa: E731
+                encoded[key] = self.scheduler.generated_input(key, encode, batch, self._step(), training)
+            else:
+                encoded[key] = self.encoder(batch["x"] if key is None else batch["task_x"][key], training=training)
         return encoded[key]
+
+    def _step(self):
+        """Lower steps taken so far (int64): the key of a strategy's step-dependent draws."""
+        optimizer = getattr(self, "optimizer", None)
+        return tf.cast(optimizer.iterations if optimizer is not None else 0, tf.int64)
 
     def task_losses(self, batch, training, all_tasks=False):
         """Per-example loss matrix [B, T] (zero where masked), masks, features [B, T, d], outputs."""
@@ -265,14 +275,13 @@ class AuxiliaryModel(keras.Model):
     def _context(self, batch, forward, regularization=0.0):
         ids = batch.get("id", tf.zeros_like(forward.masks[:, 0], tf.int64))
         optimizer = getattr(self, "optimizer", None)
-        step = optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
         rate = tf.cast(optimizer.learning_rate, tf.float32) if optimizer is not None else tf.constant(0.0)
         return Context(losses=tf.stop_gradient(forward.losses), masks=forward.masks,
                        features=tf.stop_gradient(forward.features), ids=tf.reshape(ids, [-1]),
                        live_losses=forward.losses, live_task_losses=forward.task_losses,
                        representations=forward.representations,
                        task_keys=[t.input_key for t in self.tasks], labels=forward.labels,
-                       step=tf.cast(step, tf.int64), learning_rate=rate, regularization=regularization,
+                       step=self._step(), learning_rate=rate, regularization=regularization,
                        num_targets=self.num_targets, variables=self.theta, loss_maps=forward.loss_maps)
 
     def context(self, batch, training=False):

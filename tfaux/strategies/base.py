@@ -29,7 +29,9 @@ semi-supervised batch).
 Hooks, each run exactly once: `after_lower_step(context)` after every lower update,
 `after_upper_step()` after every upper update, `on_epoch_end(epoch)` at the end of every
 epoch (before the callbacks that save the run). `extra_tasks` / `generated_labels` add
-tasks whose labels the strategy produces (e.g. a learned auxiliary-label head).
+tasks whose labels the strategy produces (e.g. a learned auxiliary-label head); such a task
+may read features the strategy produces too (`generated_input_keys` / `generated_input`, e.g.
+DTG-AuxL's generated samples): its head is then one of the model's, in theta like any other.
 
 Strategies are Keras layers so that their variables are saved with the model's weights.
 """
@@ -159,10 +161,21 @@ class Strategy(keras.layers.Layer):
         del tasks
         return []
 
-    def generated_labels(self, batch, training):
-        """{extra task name: labels for the batch}, live w.r.t. the strategy's variables."""
-        del batch, training
+    def generated_labels(self, batch, training, step):
+        """{extra task name: labels for the batch}, live w.r.t. the strategy's variables; step: lower
+        steps taken so far (int64), the key of step-dependent draws."""
+        del batch, training, step
         return {}
+
+    # input keys whose features `generated_input` makes; a task with such an input_key reads them
+    generated_input_keys = ()
+
+    def generated_input(self, key, encode, batch, step, training):
+        """[B, d] features of the generated input `key`, live w.r.t. theta and phi. encode(k): the
+        batch's encoder features of input k (None: batch["x"], else batch["task_x"][k]),
+        computed once per batch; step as in `generated_labels`."""
+        raise NotImplementedError(f"{type(self).__name__} lists '{key}' in generated_input_keys but does "
+                                  f"not implement generated_input.")
 
     def active_tasks(self):
         """Boolean per task: whether its head must run at all (STL skips auxiliaries)."""

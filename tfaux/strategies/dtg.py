@@ -15,8 +15,11 @@ per example i of the batch from i and a second sample j:
     G(v) = W' v + MLP'(v), v = [enc(labels of i) ; enc(labels of j)]
     b_i  = label_bias * sum of the pair's primary one-hot labels (the "label bias term")
 
-The task model learns the primary task, the given auxiliaries and the generated task, whose head
-h_psi reads z~:
+The task model learns the primary task, the given auxiliaries and the generated task
+(GENERATED, added by `extra_tasks`), whose head h_psi is one of the model's heads (psi is in theta:
+trained by the lower optimizer, in the Hessian of the implicit gradient unless
+hessian_scope="no_aux_heads", logged as `dtg_generated_loss`) and reads z~ through the protocol's
+generated-input hook:
 
     L_t(theta, phi) = (1/B) sum_i [ sum_k m_ik l_ik + w_gen m_i,primary CE(y~_i, softmax(h_psi(z~_i))) ]
 
@@ -25,10 +28,8 @@ the model's Neumann solver) of the primary loss on a batch of the reordered trai
 (`upper_data = "train"`), plus the explicit gradient of the instance regulariser.
 
 Where the appendix is silent, the choices made here:
-- The generated head h_psi is owned by the strategy and trained with theta by the lower optimizer
-  (a lower variable): the protocol's heads read encoder outputs only. It has the primary task's
-  head architecture. psi is not in the Hessian of the implicit gradient (like
-  hessian_scope="no_aux_heads" does for the given auxiliary heads); its gradient is computed exactly.
+- h_psi has the primary task's head architecture (or head_fn's) and reads the generated feature
+  z~ in the encoder's feature space, so every head architecture fits it.
 - F and G share one parametrisation: a linear term (Dense) plus `nonlinear_terms` ReLU MLPs of
   `depth` layers (depth - 1 hidden layers of `width` units, then the output layer), default
   width 64, depth 3 (the middle of the appendix's grid {32, 64} x {2, 3, 4}). F's linear term
@@ -69,27 +70,28 @@ import math
 import keras
 import tensorflow as tf
 
-from tfaux import distribute
 from tfaux.strategies.base import Strategy
 from tfaux.strategies.label_generation import marginal_negentropy
 from tfaux.tasks import Task
 from tfaux.upper import UpperSettings
 
+GENERATED = "dtg_generated"  # the generated task's name and the input key of its features
 _LABEL_KINDS = ("classification", "soft", "binary", "regression")
 
 
 class WideDeep(keras.layers.Layer):
     """out = W u + b + sum_t MLP_t(u) (appendix 5.5: linear "memorisation" + non-linear
     "generalisation" term). linear: keep the linear term; nonlinear_terms: how many MLPs;
-    depth: layers per MLP (depth - 1 ReLU layers of `width`, then a linear output layer)."""
+    depth: layers per MLP (depth - 1 layers of `width` units and `activation`, then a linear output
+    layer)."""
 
-    def __init__(self, units, width=64, depth=3, linear=True, nonlinear_terms=1, **kwargs):
+    def __init__(self, units, width=64, depth=3, linear=True, nonlinear_terms=1, activation="relu", **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.linear = keras.layers.Dense(self.units, name="linear") if linear else None
         self.mlps = []
         for t in range(int(nonlinear_terms)):
-            layers = [keras.layers.Dense(width, activation="relu") for _ in range(int(depth) - 1)]
+            layers = [keras.layers.Dense(width, activation=activation) for _ in range(int(depth) - 1)]
             layers.append(keras.layers.Dense(self.units))
             self.mlps.append(keras.Sequential(layers, name=f"nonlinear_{t}"))
 
@@ -119,6 +121,8 @@ class DTGAuxL(Strategy):
     generate_data:    False: the generated task reads i's own feature and G only i's labels ("w/o data").
     linear:           False: no linear term ("w/o linear").
     nonlinear_terms:  MLP terms (linear=False, nonlinear_terms=2: "two nonlinear").
+    activation:       the MLPs' hidden activation (default ReLU; a smooth one, e.g. tanh, makes the
+                      lower objective twice differentiable in theta, as implicit differentiation assumes).
     generated_weight: weight of the generated task's loss in L_t.
     aux_input_key:    the input key of an auxiliary dataset (different-input setting, tfaux
                       pipelines' --aux_dataset: "aux"); used when some task reads it.
@@ -134,7 +138,7 @@ class DTGAuxL(Strategy):
 
     def __init__(self, width=64, depth=3, label_bias=None, reg_weight=0.2, use_aux_labels=True,
                  generate_data=True, linear=True, nonlinear_terms=1, generated_weight=1.0,
-                 aux_input_key="aux", head_fn=None, seed=0, **kwargs):
+                 aux_input_key="aux", head_fn=None, seed=0, activation="relu", **kwargs):
         super().__init__(**kwargs)
         if int(width) < 1 or int(depth) < 1:
             raise ValueError(f"width and depth must be >= 1, got {width} and {depth}.")
@@ -151,18 +155,36 @@ class DTGAuxL(Strategy):
         self.use_aux_labels, self.generate_data = bool(use_aux_labels), bool(generate_data)
         self.linear, self.nonlinear_terms = bool(linear), int(nonlinear_terms)
         self.aux_input_key, self.head_fn, self.seed = aux_input_key, head_fn, int(seed)
+        keras.activations.get(activation)  # an unknown name fails here, in Keras' words
+        self.activation = activation
 
-    # ------------------------------------------------------------------ set-up
-    def setup(self, tasks, feature_dim, num_examples):
-        super().setup(tasks, feature_dim, num_examples)
-        primary = self.tasks[0]
+    # ------------------------------------------------------------------ tasks and set-up
+    def extra_tasks(self, tasks):
+        """The generated task: soft labels on the primary simplex, read from the generated features
+        (key GENERATED; batch["x"]'s own features without the data generator), with the primary
+        task's head architecture (or head_fn's)."""
+        primary = tasks[0]
         if primary.kind != "classification":
             raise ValueError(f"DTG-AuxL generates labels on the primary simplex: it needs a classification "
                              f"primary task; '{primary.name}' is {primary.kind}.")
+        if GENERATED in {t.name for t in tasks}:
+            raise ValueError(f"DTG-AuxL: a task is already named '{GENERATED}'.")
+        return [Task(GENERATED, kind="soft", num_classes=int(primary.num_classes),
+                     head_units=tuple(primary.head_units), head_fn=self.head_fn or primary.head_fn,
+                     input_key=GENERATED if self.generate_data else None)]
+
+    @property
+    def generated_input_keys(self):
+        return (GENERATED,) if self.generate_data else ()
+
+    def setup(self, tasks, feature_dim, num_examples):
+        super().setup(tasks, feature_dim, num_examples)
+        primary = self.tasks[0]
         self.num_classes = int(primary.num_classes)
+        self.generated_column = [t.name for t in self.tasks].index(GENERATED)
         self.bias_scale = math.log(self.num_classes) if self.label_bias is None else float(self.label_bias)
         self.different_input = any(t.input_key == self.aux_input_key for t in self.tasks)
-        usable = [k for k, t in enumerate(self.tasks) if t.kind in _LABEL_KINDS]
+        usable = [k for k, t in enumerate(self.tasks) if t.kind in _LABEL_KINDS and t.name != GENERATED]
         own = [k for k in usable if self.tasks[k].input_key is None]
         if not self.use_aux_labels:
             own = [k for k in own if self.tasks[k].is_primary][:1]
@@ -174,7 +196,8 @@ class DTGAuxL(Strategy):
             other = list(own)
         self.own_columns, self.other_columns = own, other
         width = sum(self._label_width(self.tasks[k]) for k in own + other)
-        terms = dict(width=self.width, depth=self.depth, linear=self.linear, nonlinear_terms=self.nonlinear_terms)
+        terms = dict(width=self.width, depth=self.depth, linear=self.linear, nonlinear_terms=self.nonlinear_terms,
+                     activation=self.activation)
         self.label_generator = WideDeep(self.num_classes, name="label_generator", **terms)
         self.label_generator(tf.zeros((2, width)))
         self.feature_generator = None
@@ -184,11 +207,6 @@ class DTGAuxL(Strategy):
             if self.linear:  # start at the mid-point (z_i + z_j) / 2
                 eye = tf.eye(feature_dim) * 0.5
                 self.feature_generator.linear.kernel.assign(tf.concat([eye, eye], 0))
-        spec = Task("dtg_generated", kind="soft", num_classes=self.num_classes,
-                    head_units=tuple(primary.head_units), head_fn=self.head_fn or primary.head_fn)
-        self.generated_head = spec.make_head()
-        self.generated_head(tf.zeros((2, feature_dim)))
-        self._lower_ids = getattr(self, "_lower_ids", set()) | {id(w) for w in self.generated_head.trainable_weights}
 
     @staticmethod
     def _label_width(task):
@@ -244,41 +262,29 @@ class DTGAuxL(Strategy):
         return tf.nn.softmax(logits + bias, -1), tf.nn.softmax(logits, -1), mask_of(0)
 
     # ------------------------------------------------------------------ lower level
-    def generated_features(self, context, perm):
-        """z~ = F([z_i ; z_j]) (z_i itself without the data generator); live w.r.t. theta and phi."""
-        z = context.representations[None]
-        if not self.generate_data:
-            return z
+    def generated_input(self, key, encode, batch, step, training):
+        """z~ = F([z_i ; z_j]), live w.r.t. theta and phi; j: the in-batch partner pi(i) of the step's
+        lower permutation, or row i of the auxiliary dataset's input (different-input setting)."""
+        del key, training
+        z = encode(None)
         if self.different_input:
-            if self.aux_input_key not in context.representations:
-                raise ValueError(f"DTG-AuxL: no features of task_x['{self.aux_input_key}'] in the batch "
-                                 f"(its auxiliary task must be active).")
-            z_j = context.representations[self.aux_input_key]
+            z_j = encode(self.aux_input_key)
         else:
-            z_j = tf.gather(z, perm)
+            z_j = tf.gather(z, self.permutation(tf.shape(z)[0], step, 0))
         return self.feature_generator(tf.concat([z, z_j], -1))
 
-    def generated_losses(self, context):
-        """[B] CE(y~_i, softmax(h_psi(z~_i))) times the primary mask, written out (as tfaux.Task's
-        soft kind) so that d(dL/dlogits)/dlabels, the mixed hypergradient, is kept."""
-        perm = self.permutation(tf.shape(context.masks)[0], context.step, 0)
+    def generated_labels(self, batch, training, step):
+        """{GENERATED: y~}, zero on rows without a primary label (their generated loss and its
+        gradients are then exactly 0); partners from the step's lower permutation."""
+        del training
+        labels, _, mask = self.batch_labels(batch, step, stream=0)
+        return {GENERATED: labels * tf.reshape(mask, [-1, 1])}
 
-        def mask_of(k):
-            return context.masks[:, k]
-
-        target = self.generate_labels(context.labels, mask_of, perm)
-        logits = tf.cast(self.generated_head(self.generated_features(context, perm), training=True), tf.float32)
-        return -tf.reduce_sum(target * tf.nn.log_softmax(logits, -1), -1) * context.masks[:, 0]
-
-    def lower_loss(self, losses, context):
-        """L_t = (1/B) sum_i [ sum_k m_ik l_ik + w_gen l_gen,i ] (+ the generated head's own
-        regularization losses)."""
-        total = super().lower_loss(losses, context)
-        if self.generated_weight:
-            total += self.generated_weight * tf.reduce_sum(self.generated_losses(context)) / context.global_batch
-        if self.generated_head.losses:
-            total += tf.add_n(self.generated_head.losses) / float(distribute.num_replicas())
-        return total
+    def example_weights(self, context):
+        """1 for every given task, generated_weight for the generated one."""
+        weights = [1.0] * self.num_tasks
+        weights[self.generated_column] = self.generated_weight
+        return tf.ones_like(context.losses) * tf.constant(weights, context.losses.dtype)
 
     # ------------------------------------------------------------------ upper level
     def instance_regularizer(self, batch, step):
@@ -301,4 +307,4 @@ class DTGAuxL(Strategy):
                 "reg_weight": self.reg_weight, "use_aux_labels": self.use_aux_labels,
                 "generate_data": self.generate_data, "linear": self.linear,
                 "nonlinear_terms": self.nonlinear_terms, "generated_weight": self.generated_weight,
-                "aux_input_key": self.aux_input_key, "seed": self.seed}
+                "aux_input_key": self.aux_input_key, "seed": self.seed, "activation": self.activation}

@@ -145,7 +145,8 @@ class LabelGenerator(Strategy):
             return soft
         return soft * tf.cast(tf.reshape(mask, [-1, 1]), soft.dtype)
 
-    def generated_labels(self, batch, training):
+    def generated_labels(self, batch, training, step):
+        del step
         return {self.task_name: self.generate(batch, training)}
 
     # ------------------------------------------------------------------ upper level
