@@ -133,7 +133,7 @@ def load_data(flags):
                                 drop_unlabelled=flags.drop_unlabelled,
                                 noise_rate=flags.noise_rate, noise_kind=flags.noise_kind,
                                 rotation=flags.rotation, exemplar=flags.exemplar, aux_dataset=flags.aux_dataset,
-                                seed=flags.seed)
+                                random_auxiliary=flags.random_auxiliary, seed=flags.seed)
     return pipelines.load(flags.dataset, data_dir=flags.data_dir, setting=setting, aux_data_dir=flags.aux_data_dir,
                           options=pipelines.options(flags.dataset, flags.dataset_args))
 

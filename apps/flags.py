@@ -11,7 +11,8 @@ DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e
                 encoder="auto", output_dir="runs/default", shots_per_class=0, exemplar=False, method_args="",
                 target_tasks=(), privileged_tasks=None, num_labelled=0, dataset_args="", optimizer="adam",
                 lr_decay="", val_fraction=0.2,
-                dev_batch_size=32, eval_batch_size=256, drop_unlabelled=False, weight_decay=0.0)
+                dev_batch_size=32, eval_batch_size=256, drop_unlabelled=False, weight_decay=0.0,
+                random_auxiliary=0)
 
 
 # {dataset: {flag: value}}: a binary's per-dataset defaults (define_flags(dataset_defaults=...)).
@@ -95,6 +96,9 @@ def define_flags(dataset_defaults=None, method_defaults=None, **defaults):
                          "train (as the JTDS code does) instead of --dev_size from validation.", lower_bound=0)
     flags.DEFINE_string("aux_dataset", None, "A second (image) dataset whose training examples become one "
                         "extra auxiliary task with its own inputs (DTG-AuxL: cifar10 + cifar100, pet + cub).")
+    flags.DEFINE_integer("random_auxiliary", d["random_auxiliary"], "Add an auxiliary task of N-class labels "
+                         "drawn uniformly at random per example (a deliberately harmful auxiliary, seed 001's "
+                         "setting); 0: none.", lower_bound=0)
     flags.DEFINE_string("aux_data_dir", None, "Raw files of --aux_dataset (unset: a prepared TFDS copy).")
     flags.DEFINE_enum("noise_kind", "uniform", ["uniform", "pair_flip"], "How corrupted labels are drawn.")
     flags.DEFINE_boolean("rotation", d["rotation"], "Add the 4-way rotation auxiliary task (image datasets).")

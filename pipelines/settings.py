@@ -1,5 +1,6 @@
 """Experimental settings, orthogonal to datasets: splits, dev set, label fraction /
-K-shot, label noise, rotation auxiliary, a different-input auxiliary dataset.
+K-shot, label noise, rotation auxiliary, a different-input auxiliary dataset, a
+random-label (harmful) auxiliary.
 `make_dataset(source, setting)` applies one.
 
 All random choices come from numpy's default_rng(setting.seed); counts are exact
@@ -15,8 +16,10 @@ from pipelines import aux_source as aux_lib
 from pipelines import exemplar, rotation
 from pipelines.contract import AuxDataset, Source
 from pipelines.errors import DataError
+from tfaux.tasks import Task
 
 NOISE_KINDS = ("uniform", "pair_flip")
+RANDOM = "random"  # the task of --random_auxiliary
 AUTO_DEV_MAX, AUTO_DEV_SHARE = 200, 0.35
 
 
@@ -44,6 +47,10 @@ class Setting:
     aux_dataset:     name of a registered dataset whose training examples become one more
                      auxiliary task, aux_<its primary task>, read from task_x["aux"]
                      (DTG-AuxL; see pipelines.aux_source). None: no auxiliary dataset.
+    random_auxiliary: if > 0 (then >= 2), one more auxiliary task named "random", N-way
+                     classification of batch["x"], whose label for every example of every
+                     split is drawn uniformly from range(N) once per run: pure noise, a
+                     deliberately harmful auxiliary (seed 001's DTG-AuxL setting). 0: none.
     chronological:   split by the source's timestamps (oldest train, newest test), using the
                      fractions above and ignoring any official split.
     seed:            seeds every split, selection, shuffle and random rotation.
@@ -64,6 +71,7 @@ class Setting:
     chronological: bool = False
     seed: int = 0
     aux_dataset: str | None = None
+    random_auxiliary: int = 0
 
     def __post_init__(self):
         def integer(name, minimum, optional=False):
@@ -97,6 +105,10 @@ class Setting:
         for name in ("rotation", "exemplar", "chronological", "drop_unlabelled"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise DataError(f"--{name} must be a boolean, got {getattr(self, name)!r}.")
+        v = self.random_auxiliary
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 or v == 1:
+            raise DataError(f"--random_auxiliary must be >= 2 (classes of the random labels) or 0 (none), "
+                            f"got {v!r}.")
         if self.aux_dataset is not None and (not isinstance(self.aux_dataset, str) or not self.aux_dataset):
             raise DataError(f"--aux_dataset must be a registered dataset name, got {self.aux_dataset!r}.")
         limits = [f"--{name}" for name, off in (("shots_per_class", 0), ("label_fraction", 1), ("num_labelled", 0))
@@ -181,14 +193,19 @@ def _noise(y, labelled_rows, setting, task, rng):
     return noisy, corrupted
 
 
+def random_task(num_classes):
+    """The auxiliary task of --random_auxiliary: num_classes-way classification of batch["x"]."""
+    return Task(RANDOM, role="auxiliary", kind="classification", num_classes=int(num_classes))
+
+
 def _label_dtype(task):
     return np.int32 if task.kind in ("classification", "dense_classification") else np.float32
 
 
 # ---------------------------------------------------------------- make_dataset
 def make_dataset(source: Source, setting: Setting | None = None, aux_source: Source | None = None) -> AuxDataset:
-    """Split, carve dev, hide labels, add noise, rotation and the auxiliary dataset: the
-    AuxDataset of a Source. aux_source: the Source of setting.aux_dataset, already read
+    """Split, carve dev, hide labels, add noise, rotation, the auxiliary dataset and the random
+    auxiliary: the AuxDataset of a Source. aux_source: the Source of setting.aux_dataset, already read
     (default: read from the registry without a data dir); it needs setting.aux_dataset."""
     setting = setting if setting is not None else Setting()
     if aux_source is not None and setting.aux_dataset is None:
@@ -246,6 +263,9 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
     clean = y[train].astype(_label_dtype(primary))
     noisy, corrupted = _noise(clean, kept, setting, primary, rng)
     served = np.where(labelled.reshape((-1,) + (1,) * (noisy.ndim - 1)), noisy, 0).astype(clean.dtype)  # dense: per map
+    # Random auxiliary labels: one uniform draw per source example, last, so no other draw moves.
+    random_labels = (rng.integers(0, setting.random_auxiliary, source.num_examples).astype(np.int32)
+                     if setting.random_auxiliary > 0 else None)
 
     tasks = list(source.tasks)
     if source.is_image and setting.rotation:
@@ -271,6 +291,11 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
             raise DataError(f"--aux_dataset '{setting.aux_dataset}' would add task '{aux.task.name}', but "
                             f"dataset '{source.name}' already has a task of that name.")
         tasks.append(aux.task)
+    if random_labels is not None:
+        if any(t.name == RANDOM for t in tasks):
+            raise DataError(f"--random_auxiliary would add task '{RANDOM}', but dataset '{source.name}' already "
+                            f"has a task of that name.")
+        tasks.append(random_task(setting.random_auxiliary))
 
     def part(rows, split):
         labels = {t.name: np.asarray(source.labels[t.name])[rows].astype(_label_dtype(t)) for t in source.tasks}
@@ -286,6 +311,9 @@ def make_dataset(source: Source, setting: Setting | None = None, aux_source: Sou
         if aux is not None:  # the fixed pairing; train() redraws it every epoch
             labels[aux.task.name] = aux.labels[aux_indices[split]]
             mask[aux.task.name] = np.full(len(rows), 0.0 if split == "dev" else 1.0, np.float32)
+        if random_labels is not None:  # every example has one; dev (upper level) masks it out
+            labels[RANDOM] = random_labels[rows]
+            mask[RANDOM] = np.full(len(rows), 0.0 if split == "dev" else 1.0, np.float32)
         features = tf.nest.map_structure(lambda a: np.asarray(a)[rows], source.features)
         return {"features": features, "labels": labels, "mask": mask}
 

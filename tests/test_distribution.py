@@ -26,7 +26,8 @@ def _train(strategy, method, initial=None):
     tasks = [tfaux.Task("main", role="primary", num_classes=2), tfaux.Task("aux", kind="binary")]
     with strategy.scope():
         encoder = keras.Sequential([keras.layers.Dense(12, activation="tanh"), keras.layers.Dense(8, activation="tanh")])
-        model = tfaux.AuxiliaryModel(encoder, tasks, tfaux.strategies.get(method), tf.TensorSpec((6,), tf.float32),
+        args = dict(pair_group=4) if method.startswith("dtg") else {}  # partners: the same rows on 1 and 2 replicas
+        model = tfaux.AuxiliaryModel(encoder, tasks, tfaux.strategies.get(method, **args), tf.TensorSpec((6,), tf.float32),
                                      num_examples=N, upper_interval=2)
         model.compile(optimizer=keras.optimizers.SGD(0.1),
                       upper_optimizer=keras.optimizers.SGD(1.0) if model.scheduler.bilevel else None)
@@ -37,7 +38,7 @@ def _train(strategy, method, initial=None):
     return start, model
 
 
-@pytest.mark.parametrize("method", ["jtds", "jtds_normalized", "njtds", "gcs", "mgda", "ptl", "adaloss"])
+@pytest.mark.parametrize("method", ["jtds", "jtds_normalized", "njtds", "gcs", "mgda", "ptl", "adaloss", "dtg_auxl"])
 def test_mirrored_two_devices_equals_one_device(method, two_devices):
     start, single = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), method)
     _, mirrored = _train(two_devices, method, initial=start)

@@ -16,6 +16,7 @@ import tfaux
 from pipelines import Setting, Source, make_dataset
 from tfaux import hypergrad, strategies
 from tfaux.closed_form import relative_error
+from tfaux.backup import EpochBackup
 from tfaux.strategies.dtg import DTGAuxL
 
 import toy
@@ -70,6 +71,18 @@ def _softmax(z):
 
 
 # ---------------------------------------------------------------- (1) the generated label and the pairing
+def test_grouped_permutation_pairs_within_groups_and_two_replicas_pair_as_one_device(two_devices):
+    strategy = _model(DTGAuxL(width=8, depth=2, pair_group=8)).scheduler
+    single = strategy.permutation(32, 5).numpy()
+    assert sorted(single) == list(range(32)) and np.all(single // 8 == np.arange(32) // 8)
+    assert np.mean(single == np.arange(32)) < 0.3
+    shards = two_devices.run(lambda: strategy.permutation(16, 5))
+    local = [s.numpy() for s in two_devices.experimental_local_results(shards)]
+    np.testing.assert_array_equal(np.concatenate([local[0], local[1] + 16]), single)
+    partial = strategy.permutation(13, 5).numpy()  # a last, partial batch: its own partial group
+    assert sorted(partial) == list(range(13)) and np.all(partial // 8 == np.arange(13) // 8)
+
+
 def test_permutation_is_a_stateless_permutation_keyed_by_the_step():
     strategy = _model(DTGAuxL(width=8, depth=2)).scheduler
     a, b = strategy.permutation(32, 5).numpy(), strategy.permutation(32, 5).numpy()
@@ -446,3 +459,109 @@ def test_trains_under_mirrored_strategy_on_two_replicas(two_devices):
     history = model.fit(_streams(), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1]) and history.history["upper_skipped"][-1] == 0.0
     assert max(float(np.abs(b - v.numpy()).max()) for b, v in zip(phi, strategy.upper_variables)) > 1e-5
+
+
+# ---------------------------------------------------------------- (5) a regression primary (Amazon ratings)
+def _regression_examples(n, seed, labelled=None):
+    """x ~ N(0, I_6); primary: a rating-like value 3 + x_0 - x_1 (regression); aux: [rating > 3]."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, DIM)).astype("float32")
+    rating = (3.0 + x[:, 0] - x[:, 1]).astype("float32")
+    mask = np.ones(n, "float32") if labelled is None else labelled.astype("float32")
+    return {"x": x, "labels": {"rating": rating, "click": (rating > 3).astype("float32")},
+            "mask": {"rating": mask, "click": np.ones(n, "float32")}, "id": np.arange(n, dtype="int64")}
+
+
+def _regression_model(strategy, upper_interval=2):
+    tasks = [tfaux.Task("rating", role="primary", kind="regression"), tfaux.Task("click", kind="binary")]
+    encoder = keras.Sequential([keras.layers.Dense(16, activation="tanh")])
+    model = tfaux.AuxiliaryModel(encoder, tasks, strategy, tf.TensorSpec((DIM,), tf.float32), num_examples=128,
+                                 upper_interval=upper_interval)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    return model
+
+
+def test_regression_primary_gets_real_generated_labels_around_the_pairs_mid_point():
+    keras.utils.set_random_seed(0)
+    model = _regression_model(DTGAuxL(width=8, depth=2))
+    strategy = model.scheduler
+    assert model.tasks[2].kind == "regression" and strategy.label_generator.units == 1
+    data = _regression_examples(32, 3)
+    batch = tf.nest.map_structure(tf.constant, data)
+    for v in strategy.label_generator.weights:
+        v.assign(tf.zeros_like(v))
+    perm = strategy.permutation(32, 7, stream=1).numpy()
+    y = data["labels"]["rating"]
+    labels, q, _ = strategy.batch_labels(batch, step=7)
+    np.testing.assert_allclose(labels.numpy(), (y + y[perm]) / 2, atol=1e-6)  # zero learnable terms: the mid-point
+    # the regulariser: max(0, log Var(y) - log Var(y~)) in numpy; the mid-points spread less than y
+    expected = max(0.0, np.log(y.var() + 1e-8) - np.log(((y + y[perm]) / 2).var() + 1e-8))
+    assert expected > 0.1
+    np.testing.assert_allclose(float(strategy.instance_regularizer(batch, step=7)), expected, rtol=1e-4)
+    strategy.label_bias, strategy.bias_scale = 0.0, 0.0  # and a collapsed generator: y~ constant
+    strategy.label_generator.linear.bias.assign([3.0])
+    assert float(strategy.instance_regularizer(batch, step=7)) > 10.0
+
+
+def test_regression_primary_trains_and_rows_without_a_rating_get_no_generated_loss():
+    keras.utils.set_random_seed(0)
+    model = _regression_model(strategies.get("dtg_auxl", width=16, depth=2))
+    labelled = np.arange(128) % 4 != 0
+    stream = tf.data.Dataset.zip(
+        tf.data.Dataset.from_tensor_slices(_regression_examples(128, 0, labelled)).batch(32, drop_remainder=True),
+        tf.data.Dataset.from_tensor_slices(_regression_examples(128, 0)).shuffle(128, seed=1).repeat().batch(32),
+    ).map(lambda t, d: {"train": t, "dev": d})
+    phi = [v.numpy().copy() for v in model.scheduler.upper_variables]
+    history = model.fit(stream, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history[k][-1]) for k in ("loss", "primary_rmse", "dtg_generated_loss", "dev_loss"))
+    assert history.history["upper_skipped"][-1] == 0.0
+    assert max(float(np.abs(b - v.numpy()).max()) for b, v in zip(phi, model.scheduler.upper_variables)) > 1e-5
+    batch = tf.nest.map_structure(tf.constant, _regression_examples(32, 5, np.arange(32) % 4 != 0))
+    forward = model.forward(batch, training=False)
+    generated = forward.losses[:, 2].numpy()
+    assert np.all(generated[np.arange(32) % 4 == 0] == 0.0) and np.all(generated[np.arange(32) % 4 != 0] > 0.0)
+    np.testing.assert_array_equal(forward.masks[:, 2].numpy(), forward.masks[:, 0].numpy())
+
+
+# ---------------------------------------------------------------- (6) exact resume
+class _Interrupted(Exception):
+    pass
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Stand-in for a killed job: fails at the end of epoch `epochs` (after the backup)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise _Interrupted()
+
+
+def _backed_up_run(backup, stop=None):
+    keras.utils.set_random_seed(0)
+    model = _model(strategies.get("dtg_auxl", width=16, depth=2), upper_interval=3)
+    train = tf.data.Dataset.from_tensor_slices(_examples(128, 0)).batch(32, drop_remainder=True)
+    reordered = tf.data.Dataset.from_tensor_slices(_examples(128, 0)).shuffle(
+        128, seed=1, reshuffle_each_iteration=False).repeat().batch(32)  # the same upper batches in every process
+    stream = tf.data.Dataset.zip(train, reordered).map(lambda t, d: {"train": t, "dev": d})
+    callbacks = [EpochBackup(str(backup))] + ([_StopAfter(stop)] if stop else [])
+    history = model.fit(stream, epochs=3, verbose=0, callbacks=callbacks)
+    return model, history
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path):
+    """Killed after epoch 1 of 3 and restarted from its backup, a run ends where the uninterrupted
+    one does: phi, the generated head, both optimizers' states and the step (the partners' key)
+    come back."""
+    whole, history = _backed_up_run(tmp_path / "whole")
+    assert "dtg_generated_loss" in history.history
+    with pytest.raises(_Interrupted):
+        _backed_up_run(tmp_path / "cut", stop=1)
+    resumed, _ = _backed_up_run(tmp_path / "cut")
+    assert int(resumed.optimizer.iterations) == int(whole.optimizer.iterations) == 12
+    for v, a, b in zip(whole.weights, whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=v.path)
+    assert float(whole.hypergrad_norm) > 0  # upper steps were taken (every 3 steps, at steps 3, 6, 9)

@@ -17,6 +17,14 @@ def num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def replica_id():
+    """This replica's index in its sync group (int32; 0 outside a replica context)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        return tf.constant(0, tf.int32)
+    return tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+
+
 def replica_sum(values):
     """Sum a nest of tensors over replicas (identity on one replica)."""
     ctx = tf.distribute.get_replica_context()

@@ -222,6 +222,7 @@ class AuxiliaryModel(keras.Model):
         labels = dict(batch["labels"])
         if self.generated:
             labels.update(self.scheduler.generated_labels(batch, training, self._step()))
+            batch = dict(batch, mask={**batch.get("mask", {}), **self.scheduler.generated_masks(batch)})
         run = [True] * len(self.tasks) if all_tasks else self.active
         encoded = {}
         losses, masks, features, outputs = [], [], [], []

@@ -167,6 +167,11 @@ class Strategy(keras.layers.Layer):
         del batch, training, step
         return {}
 
+    def generated_masks(self, batch):
+        """{extra task name: [B] mask} of generated tasks that not every row has (default: all rows)."""
+        del batch
+        return {}
+
     # input keys whose features `generated_input` makes; a task with such an input_key reads them
     generated_input_keys = ()
 

@@ -15,6 +15,10 @@ per example i of the batch from i and a second sample j:
     G(v) = W' v + MLP'(v), v = [enc(labels of i) ; enc(labels of j)]
     b_i  = label_bias * sum of the pair's primary one-hot labels (the "label bias term")
 
+A regression primary (Amazon ratings, appendix 4.3) gets a real-valued generated label in its own
+label space, y~_i = G(v_i) + b_i with b_i = label_bias * (y_i + y_j) / 2 (the pair's mid-point, as F
+starts at the features'; y_i alone without a partner label; default label_bias 1), learned by MSE.
+
 The task model learns the primary task, the given auxiliaries and the generated task
 (GENERATED, added by `extra_tasks`), whose head h_psi is one of the model's heads (psi is in theta:
 trained by the lower optimizer, in the Hessian of the implicit gradient unless
@@ -50,6 +54,9 @@ Where the appendix is silent, the choices made here:
   minimal (-log C) when the learnable terms spread over all classes and 0 when they put every
   input on one class. It is computed on the upper batch (a reordered training batch; the
   appendix's b_g,tau is the current lower batch, which `upper_objective` does not see).
+- For a regression primary, collapse is y~ constant whatever the input; the regulariser is the
+  shortfall of the generated labels' spread, L_reg = max(0, log Var(y) - log Var(y~)) over the
+  batch's primary-labelled rows (0 while y~ spreads at least as much as the primary labels).
 - Scale: Alg. 1 adds grad L_reg to the reference code's hypergradient, which omits Neumann's
   alpha (tfaux.upper). tfaux feeds the upper optimizer (dL_upper/dphi) / alpha, so the upper
   objective adds alpha * reg_weight * L_reg: the optimizer then sees the reference-scale implicit
@@ -70,6 +77,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tfaux import distribute
 from tfaux.strategies.base import Strategy
 from tfaux.strategies.label_generation import marginal_negentropy
 from tfaux.tasks import Task
@@ -111,6 +119,15 @@ def _encode(task, labels, mask):
     return y * tf.reshape(tf.cast(mask, tf.float32), [-1, 1])
 
 
+def _variance(values, mask):
+    """The all-replica variance of [B] values over the rows where mask is 1."""
+    mask = tf.reshape(tf.cast(mask, tf.float32), [-1])
+    sums = distribute.replica_sum(tf.stack([tf.reduce_sum(mask), tf.reduce_sum(values * mask),
+                                            tf.reduce_sum(tf.square(values) * mask)]))
+    count = tf.maximum(sums[0], 1.0)
+    return tf.maximum(sums[2] / count - tf.square(sums[1] / count), 0.0)
+
+
 class DTGAuxL(Strategy):
     """DTG-AuxL's joint generator, generated task and instance regulariser (module docstring).
 
@@ -129,6 +146,9 @@ class DTGAuxL(Strategy):
     head_fn:          optional callable returning the generated task's head (default: the
                       primary task's architecture, C outputs).
     seed:             folded into the stateless in-batch permutation.
+    pair_group:       partners come from groups of this many consecutive rows (None: the replica's
+                      whole batch); set to a divisor of the per-replica batch, it makes a run on R
+                      replicas pair (and train) exactly as on one device (`permutation`).
     """
 
     bilevel = True
@@ -138,7 +158,7 @@ class DTGAuxL(Strategy):
 
     def __init__(self, width=64, depth=3, label_bias=None, reg_weight=0.2, use_aux_labels=True,
                  generate_data=True, linear=True, nonlinear_terms=1, generated_weight=1.0,
-                 aux_input_key="aux", head_fn=None, seed=0, activation="relu", **kwargs):
+                 aux_input_key="aux", head_fn=None, seed=0, activation="relu", pair_group=None, **kwargs):
         super().__init__(**kwargs)
         if int(width) < 1 or int(depth) < 1:
             raise ValueError(f"width and depth must be >= 1, got {width} and {depth}.")
@@ -148,6 +168,8 @@ class DTGAuxL(Strategy):
             raise ValueError("reg_weight and generated_weight must be >= 0.")
         if label_bias is not None and not label_bias >= 0.0:
             raise ValueError(f"label_bias must be None (log C) or >= 0, got {label_bias}.")
+        if pair_group is not None and int(pair_group) < 2:
+            raise ValueError(f"pair_group must be None (the whole batch) or >= 2, got {pair_group}.")
         if head_fn is not None and not callable(head_fn):
             raise ValueError("head_fn must be a callable returning the generated task's head layer.")
         self.width, self.depth, self.label_bias = int(width), int(depth), label_bias
@@ -155,6 +177,7 @@ class DTGAuxL(Strategy):
         self.use_aux_labels, self.generate_data = bool(use_aux_labels), bool(generate_data)
         self.linear, self.nonlinear_terms = bool(linear), int(nonlinear_terms)
         self.aux_input_key, self.head_fn, self.seed = aux_input_key, head_fn, int(seed)
+        self.pair_group = None if pair_group is None else int(pair_group)
         keras.activations.get(activation)  # an unknown name fails here, in Keras' words
         self.activation = activation
 
@@ -164,12 +187,13 @@ class DTGAuxL(Strategy):
         (key GENERATED; batch["x"]'s own features without the data generator), with the primary
         task's head architecture (or head_fn's)."""
         primary = tasks[0]
-        if primary.kind != "classification":
-            raise ValueError(f"DTG-AuxL generates labels on the primary simplex: it needs a classification "
-                             f"primary task; '{primary.name}' is {primary.kind}.")
+        if primary.kind not in ("classification", "regression"):
+            raise ValueError(f"DTG-AuxL generates labels in the primary label space: it needs a classification "
+                             f"or regression primary task; '{primary.name}' is {primary.kind}.")
         if GENERATED in {t.name for t in tasks}:
             raise ValueError(f"DTG-AuxL: a task is already named '{GENERATED}'.")
-        return [Task(GENERATED, kind="soft", num_classes=int(primary.num_classes),
+        kind = "soft" if primary.kind == "classification" else "regression"
+        return [Task(GENERATED, kind=kind, num_classes=int(primary.num_classes),
                      head_units=tuple(primary.head_units), head_fn=self.head_fn or primary.head_fn,
                      input_key=GENERATED if self.generate_data else None)]
 
@@ -180,9 +204,11 @@ class DTGAuxL(Strategy):
     def setup(self, tasks, feature_dim, num_examples):
         super().setup(tasks, feature_dim, num_examples)
         primary = self.tasks[0]
-        self.num_classes = int(primary.num_classes)
+        self.regression = primary.kind == "regression"
+        self.num_classes = 1 if self.regression else int(primary.num_classes)  # G's outputs
         self.generated_column = [t.name for t in self.tasks].index(GENERATED)
-        self.bias_scale = math.log(self.num_classes) if self.label_bias is None else float(self.label_bias)
+        default_bias = 1.0 if self.regression else math.log(self.num_classes)
+        self.bias_scale = default_bias if self.label_bias is None else float(self.label_bias)
         self.different_input = any(t.input_key == self.aux_input_key for t in self.tasks)
         usable = [k for k, t in enumerate(self.tasks) if t.kind in _LABEL_KINDS and t.name != GENERATED]
         own = [k for k in usable if self.tasks[k].input_key is None]
@@ -214,10 +240,20 @@ class DTGAuxL(Strategy):
 
     # ------------------------------------------------------------------ pairing
     def permutation(self, size, step, stream=0):
-        """The in-batch partner pi of the shared-input setting: a permutation of range(size) drawn
-        statelessly from (seed, step, stream); stream 0 for lower batches, 1 for upper batches."""
+        """The in-batch partner pi of the shared-input setting, drawn statelessly from (seed, step,
+        stream) (stream 0: lower batches, 1: upper batches), the same on every replica: a
+        permutation of this replica's rows range(size); with pair_group = g, a permutation within
+        each group of g consecutive rows, drawn per group of the global batch, so that R replicas of
+        B / R rows (g dividing B / R) pair every example as one device with B rows does."""
         key = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + stream])
-        return tf.random.experimental.stateless_shuffle(tf.range(size), seed=key)
+        if not self.pair_group:
+            return tf.random.experimental.stateless_shuffle(tf.range(size), seed=key)
+        g = self.pair_group
+        groups = (size + g - 1) // g
+        draws = tf.random.stateless_uniform([groups * distribute.num_replicas(), g], seed=key)
+        first = distribute.replica_id() * groups
+        own = tf.reshape(draws[first:first + groups], [-1])[:size]
+        return tf.argsort(own + tf.cast(tf.range(size) // g, tf.float32) * 2.0, stable=True)
 
     # ------------------------------------------------------------------ the label generator
     def _label_inputs(self, labels, mask_of, perm):
@@ -229,22 +265,16 @@ class DTGAuxL(Strategy):
         else:
             other = [tf.gather(y, perm) for y in own]
         y_i = _encode(primary, labels[primary.name], mask_of(0))
-        bias = y_i if (self.different_input or not self.generate_data) else y_i + tf.gather(y_i, perm)
+        if self.different_input or not self.generate_data:
+            bias = y_i
+        else:  # classification: e_{y_i} + e_{y_j}; regression: the pair's mid-point
+            bias = (y_i + tf.gather(y_i, perm)) * (0.5 if self.regression else 1.0)
         return tf.concat(own + other, -1), self.bias_scale * bias
 
-    def learned_logits(self, labels, mask_of, perm):
-        """G(v): the learnable (linear + non-linear) terms of the generated label's logits."""
-        v, _ = self._label_inputs(labels, mask_of, perm)
-        return self.label_generator(v)
-
-    def generate_labels(self, labels, mask_of, perm):
-        """y~ = softmax(G(v) + b): [B, C] generated labels on the primary simplex."""
-        v, bias = self._label_inputs(labels, mask_of, perm)
-        return tf.nn.softmax(self.label_generator(v) + bias, -1)
-
     def batch_labels(self, batch, step, stream=1):
-        """(y~, q = softmax(G(v)), primary mask) of a raw batch, partners from `permutation`. A task
-        whose labels the batch lacks (e.g. a primary-only dev batch) counts as masked."""
+        """(y~, q, primary mask) of a raw batch, partners from `permutation`: classification y~ =
+        softmax(G(v) + b) [B, C] and q = softmax(G(v)); regression y~ = G(v) + b [B] and q = y~. A
+        task whose labels the batch lacks (e.g. a primary-only dev batch) counts as masked."""
         masks, size = batch.get("mask", {}), tf.shape(batch["labels"][self.tasks[0].name])[0]
         labels = dict(batch["labels"])
         for k in self.own_columns + self.other_columns:
@@ -259,6 +289,9 @@ class DTGAuxL(Strategy):
         perm = self.permutation(size, step, stream)
         v, bias = self._label_inputs(labels, mask_of, perm)
         logits = self.label_generator(v)
+        if self.regression:
+            value = tf.reshape(logits + bias, [-1])
+            return value, value, mask_of(0)
         return tf.nn.softmax(logits + bias, -1), tf.nn.softmax(logits, -1), mask_of(0)
 
     # ------------------------------------------------------------------ lower level
@@ -274,11 +307,14 @@ class DTGAuxL(Strategy):
         return self.feature_generator(tf.concat([z, z_j], -1))
 
     def generated_labels(self, batch, training, step):
-        """{GENERATED: y~}, zero on rows without a primary label (their generated loss and its
-        gradients are then exactly 0); partners from the step's lower permutation."""
+        """{GENERATED: y~}, partners from the step's lower permutation."""
         del training
-        labels, _, mask = self.batch_labels(batch, step, stream=0)
-        return {GENERATED: labels * tf.reshape(mask, [-1, 1])}
+        return {GENERATED: self.batch_labels(batch, step, stream=0)[0]}
+
+    def generated_masks(self, batch):
+        """The generated task's mask is the primary's: rows without a primary label have no y~."""
+        mask = batch.get("mask", {}).get(self.tasks[0].name)
+        return {} if mask is None else {GENERATED: mask}
 
     def example_weights(self, context):
         """1 for every given task, generated_weight for the generated one."""
@@ -288,10 +324,15 @@ class DTGAuxL(Strategy):
 
     # ------------------------------------------------------------------ upper level
     def instance_regularizer(self, batch, step):
-        """L_reg = sum_c qbar_c log qbar_c, qbar the all-replica mean of q = softmax(G(v)) over the
-        batch's primary-labelled rows; this replica's share."""
+        """This replica's share of L_reg over the batch's primary-labelled rows (all replicas):
+        classification sum_c qbar_c log qbar_c, qbar the mean of q = softmax(G(v)); regression
+        max(0, log Var(y) - log Var(y~)), the shortfall of the generated labels' spread."""
         _, q, mask = self.batch_labels(batch, step, stream=1)
-        return marginal_negentropy(q, mask)
+        if not self.regression:
+            return marginal_negentropy(q, mask)
+        primary = tf.reshape(tf.cast(batch["labels"][self.tasks[0].name], tf.float32), [-1])
+        shortfall = tf.math.log(_variance(primary, mask) + 1e-8) - tf.math.log(_variance(q, mask) + 1e-8)
+        return tf.nn.relu(shortfall) / float(distribute.num_replicas())
 
     def upper_objective(self, model, batch):
         """L_p(theta; b'_p) + alpha * reg_weight * L_reg(phi; b'_p) (alpha: tfaux.upper's scale, so
@@ -307,4 +348,5 @@ class DTGAuxL(Strategy):
                 "reg_weight": self.reg_weight, "use_aux_labels": self.use_aux_labels,
                 "generate_data": self.generate_data, "linear": self.linear,
                 "nonlinear_terms": self.nonlinear_terms, "generated_weight": self.generated_weight,
-                "aux_input_key": self.aux_input_key, "seed": self.seed, "activation": self.activation}
+                "aux_input_key": self.aux_input_key, "seed": self.seed, "activation": self.activation,
+                "pair_group": self.pair_group}
