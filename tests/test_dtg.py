@@ -295,7 +295,8 @@ def _losses64(problem, perm):
         main = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.matmul(z, tm))
         aux = tf.nn.sigmoid_cross_entropy_with_logits(tf.constant(a), tf.reshape(tf.matmul(z, ta), [-1]))
         target = tf.nn.softmax(wide_deep(v, *p[:6]) + bias)
-        feature = wide_deep(tf.concat([z, tf.gather(z, perm)], 1), *p[6:])
+        w, b, w1, b1, w2, b2 = p[6:]  # F's kernels are stored times their fan-in (FanInDense)
+        feature = wide_deep(tf.concat([z, tf.gather(z, perm)], 1), w / (2 * H), b, w1 / (2 * H), b1, w2 / W, b2)
         gen = -tf.reduce_sum(target * tf.nn.log_softmax(tf.matmul(feature, tg)), -1)
         return tf.reduce_mean(main + aux + gen) + LAM * tf.reduce_sum(theta ** 2)
 

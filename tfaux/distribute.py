@@ -6,6 +6,7 @@ the *global* batch size, so that summing over replicas gives the global mean.
 Keras optimizers sum gradients over replicas before applying them.
 """
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -45,3 +46,14 @@ def for_optimizer(grads):
     if r == 1:
         return grads
     return [None if g is None else tf.convert_to_tensor(g) / float(r) for g in grads]
+
+
+def from_every_replica(strategy, value):
+    """[replicas] float32 numpy: the number `value` that each replica's process holds, in
+    replica order (cross-replica). Under multi-worker strategies this is a collective op: every
+    worker must call it, in the same order as the others, and it waits for all of them."""
+    @tf.function
+    def gather():
+        per_replica = strategy.run(lambda: tf.constant([value], tf.float32))
+        return strategy.gather(per_replica, axis=0)
+    return np.asarray(gather())

@@ -36,6 +36,12 @@ def _first_replica(strategy, value):
     return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], value)
 
 
+def _multi_worker(strategy):
+    """Whether `strategy` is a MultiWorkerMirroredStrategy over several workers."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
 @dataclasses.dataclass
 class Forward:
     """One forward pass over a batch: [B, T] losses (zero where masked) and masks, [B, T, d]
@@ -203,6 +209,46 @@ class AuxiliaryModel(keras.Model):
     def fit(self, *args, callbacks=None, **kwargs):
         """keras.Model.fit, with the strategy's once-per-epoch hook run before `callbacks`."""
         return super().fit(*args, callbacks=[StrategyEpochHook(self.scheduler), *(callbacks or [])], **kwargs)
+
+    def _get_metrics_result_or_logs(self, logs):
+        """The logs of an epoch (fit) or of evaluate, their metric values read from the metrics
+        in cross-replica context: over every replica, as one process with the global batch would
+        log them (a step's logs are one replica's share). The same on one device."""
+        if not isinstance(logs, dict):
+            return logs
+        return {**logs, **{k: v for k, v in self._metric_logs(self.metrics).items() if k in logs}}
+
+    def _first_replica_function(self, step):
+        """A train / test function running `step` on every replica and returning the first
+        replica's logs. Keras' own averages scalar logs with strategy.reduce(axis=0), which fails
+        under MultiWorkerMirroredStrategy; the epoch's logs come from the metrics anyway."""
+        strategy = self.distribute_strategy
+        if self.steps_per_execution != 1:
+            raise ValueError("--distribute=multi_worker needs compile(steps_per_execution=1).")
+
+        def one_step(data):
+            return _first_replica(strategy, strategy.run(step, args=(data,)))
+
+        if not self.run_eagerly:
+            one_step = tf.function(one_step, reduce_retracing=True, jit_compile=bool(self.jit_compile))
+        return lambda iterator: one_step(next(iterator))
+
+    def make_test_function(self, force=False):
+        if not _multi_worker(self.distribute_strategy):
+            return super().make_test_function(force)
+        if self.test_function is None or force:
+            self.test_function = self._first_replica_function(self.test_step)
+        return self.test_function
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras' build before fit / evaluate under a tf.distribute strategy, skipped when the model
+        and its optimizer are built (here at construction and compile): Keras all-reduces a whole
+        first batch to learn its shapes, which fails for nested batches under
+        MultiWorkerMirroredStrategy (and costs a collective per tensor)."""
+        if (self.optimizer is not None and self.optimizer.built
+                and all(layer.built for layer in self._flatten_layers())):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ------------------------------------------------------------------ forward
     def call(self, inputs, training=False):
@@ -454,7 +500,11 @@ class AuxiliaryModel(keras.Model):
         strategies. The upper step is gated in cross-replica context, since a
         replica function may not synchronise inside control flow."""
         if not self.scheduler.bilevel:
-            return super().make_train_function(force)
+            if not _multi_worker(self.distribute_strategy):
+                return super().make_train_function(force)
+            if self.train_function is None or force:
+                self.train_function = self._first_replica_function(self.train_step)
+            return self.train_function
         if self.train_function is not None and not force:
             return self.train_function
         if self.steps_per_execution != 1:
