@@ -4,6 +4,7 @@ Shared by every experiment binary; the binaries only choose defaults.
 """
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +21,7 @@ import pipelines
 import tfaux
 from apps import run_dir
 from pipelines.errors import DataError
-from tfaux import hypergrad, models, schedule
+from tfaux import distribute, hypergrad, models, schedule
 from tfaux.backup import (BackupError, BestWeights, EpochBackup, finished_epochs, replace_atomically,
                           write_json_atomically, write_text_atomically)
 from tfaux.callbacks import DivergenceMonitor, ScheduleRecorder
@@ -51,10 +52,98 @@ def parse_aux_weights(text):
     return weights
 
 
+TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+                     '"task": {"type": "worker", "index": 0}}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """This process's place among the workers of a run: `index` 0 is the chief, the only one
+    that writes results (--distribute=none and mirrored: one worker, the chief)."""
+    index: int = 0
+    count: int = 1
+
+    @property
+    def is_chief(self):
+        return self.index == 0
+
+
+def tf_config(text):
+    """The Worker that the TF_CONFIG text (JSON) makes of this process; ConfigError (one
+    sentence) when it is missing, not JSON, or lacks cluster.worker, task.type or task.index, or
+    the index is out of range. A "chief" task (TensorFlow's optional extra worker) counts as
+    worker 0 and the "worker" tasks follow it."""
+    if text is None or not text.strip():
+        raise ConfigError("--distribute=multi_worker needs the TF_CONFIG environment variable, JSON naming every "
+                          f"worker and this one's index, e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}'.")
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({str(e).splitlines()[0]}); it should look like "
+                          f"'{TF_CONFIG_EXAMPLE}'.") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    workers = cluster.get("worker") if isinstance(cluster, dict) else None
+    if not (isinstance(workers, list) and workers and all(isinstance(w, str) and ":" in w for w in workers)):
+        raise ConfigError("TF_CONFIG has no cluster.worker, the list of every worker's \"host:port\" address "
+                          f"(e.g. '{TF_CONFIG_EXAMPLE}').")
+    chief = cluster.get("chief", [])
+    if not (isinstance(chief, list) and len(chief) <= 1 and all(isinstance(w, str) and ":" in w for w in chief)):
+        raise ConfigError("TF_CONFIG's cluster.chief, when given, must list one \"host:port\" address.")
+    task = config.get("task")
+    kind = task.get("type") if isinstance(task, dict) else None
+    if kind not in ("worker", "chief") or (kind == "chief" and not chief):
+        raise ConfigError(f"TF_CONFIG has no usable task.type (got {kind!r}): it must be \"worker\" (or \"chief\" "
+                          "when cluster.chief is given) for --distribute=multi_worker.")
+    index = task.get("index")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ConfigError(f"TF_CONFIG has no task.index, this process's position in cluster.{kind} (an integer, "
+                          f"got {index!r}).")
+    size = len(workers if kind == "worker" else chief)
+    if not 0 <= index < size:
+        raise ConfigError(f"TF_CONFIG's task.index {index} is out of range: cluster.{kind} lists {size} "
+                          f"address{'es' if size > 1 else ''} (index 0 to {size - 1}).")
+    return Worker(index=index + (len(chief) if kind == "worker" else 0), count=len(chief) + len(workers))
+
+
+def this_worker(flags):
+    """This process's Worker under --distribute."""
+    return tf_config(os.environ.get("TF_CONFIG")) if flags.distribute == "multi_worker" else Worker()
+
+
 def distribution(name):
+    """The tf.distribute strategy of --distribute. multi_worker reads TF_CONFIG (tf_config) and
+    must come before TensorFlow runs any op in this process (collective ops are configured at
+    startup)."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        tf_config(os.environ.get("TF_CONFIG"))
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(f"--distribute=multi_worker could not start ({str(e).splitlines()[0]}).") from None
     return tf.distribute.get_strategy()
+
+
+def check_batch_sizes(flags, strategy):
+    """Every replica takes an equal share of each global batch (the losses divide by the global
+    batch size), so the training batch sizes must be multiples of the replicas."""
+    replicas = strategy.num_replicas_in_sync
+    for name in ("batch_size", "dev_batch_size"):
+        if flags[name].value % replicas:
+            raise ConfigError(f"--{name}={flags[name].value} is not a multiple of the {replicas} replicas of "
+                              f"--distribute={flags.distribute}; each replica takes an equal share of a global "
+                              "batch.")
+
+
+def for_workers(dataset):
+    """`dataset` sharded by data between the workers of a multi-worker run: each worker builds
+    the same stream of global batches and keeps its own part of every one (tf.data's DATA
+    auto-shard policy after tf.distribute splits each batch between the replicas), so a step
+    sees exactly the global batch one process would, and epoch-keyed order survives resume."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def build_strategy(flags, tasks):
@@ -262,19 +351,46 @@ def run(flags, extra_callbacks=()):
     check_numbers(flags)
     lr_decay_steps(flags.lr_decay)  # a malformed schedule is refused before any data is read
     out = run_dir.checked_path(flags.output_dir)
+    worker = this_worker(flags)
+    strategy = distribution(flags.distribute)  # first: before any TF op (multi_worker's collectives)
+    check_batch_sizes(flags, strategy)
     data = load_data(flags)
-    with distribution(flags.distribute).scope():
+    with strategy.scope():
         model = build_model(flags, data)
     used = {name: _json_value(flags[name].value) for name in flags_used(flags)}
-    with run_dir.Claim(out, used, overwrite=flags.overwrite):
-        return _train_and_report(flags, used, out, data, model, extra_callbacks)
+    if worker.is_chief:
+        with run_dir.Claim(out, used, overwrite=flags.overwrite):
+            _synchronise(worker, strategy)  # the folder is decided before another worker reads it
+            return _train_and_report(flags, used, out, data, model, extra_callbacks, worker)
+    with run_dir.WorkerScratch(out, worker.index) as scratch:  # another worker: writes in its own temp folder
+        _synchronise(worker, strategy)
+        run_dir.copy_resume_state(out, scratch)  # before the chief moves on (_agree_on_first_epoch)
+        return _train_and_report(flags, used, scratch, data, model, extra_callbacks, worker)
 
 
-def _train_and_report(flags, used, out, data, model, extra_callbacks):
+def _synchronise(worker, strategy):
+    """Wait until every worker gets here (a collective op; only with several workers)."""
+    if worker.count > 1:
+        distribute.from_every_replica(strategy, 0.0)
+
+
+def _agree_on_first_epoch(worker, strategy, first_epoch, output_dir):
+    """Every worker resumes after the same epoch (the chief's backup), or none starts."""
+    if worker.count == 1:
+        return
+    seen = distribute.from_every_replica(strategy, first_epoch)
+    if (seen != seen[0]).any():
+        raise ConfigError(f"the workers found backups of different epochs ({', '.join(str(int(e)) for e in seen)} "
+                          f"finished, one per replica) under --output_dir={output_dir}; give every worker the "
+                          "same --output_dir, one folder that all of them can read (the chief's).")
+
+
+def _train_and_report(flags, used, out, data, model, extra_callbacks, worker=Worker()):
     start = time.time()
     monitor, mode = model.selection_metric
     backup = EpochBackup(os.path.join(out, "backup"))
     first_epoch = finished_epochs(backup.backup_dir)
+    _agree_on_first_epoch(worker, model.distribute_strategy, first_epoch, flags.output_dir)
     if first_epoch > flags.epochs:
         raise ConfigError(f"--epochs={flags.epochs} but the interrupted run in {out} already finished "
                           f"{first_epoch} epochs; raise --epochs or pass --overwrite.")
@@ -310,7 +426,8 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks):
     else:
         train = data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs)
     if first_epoch < flags.epochs:
-        history = model.fit(train, validation_data=data.val(flags.eval_batch_size), epochs=flags.epochs, initial_epoch=first_epoch,
+        history = model.fit(for_workers(train), validation_data=for_workers(data.val(flags.eval_batch_size)),
+                            epochs=flags.epochs, initial_epoch=first_epoch,
                             callbacks=callbacks, steps_per_epoch=data.steps_per_epoch(flags.batch_size),
                             verbose=flags.verbose, shuffle=False).history  # (the pipeline shuffles)
     history = {k: earlier.get(k, []) + list(history.get(k, [])) for k in dict.fromkeys([*history, *earlier])}
@@ -332,7 +449,7 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks):
     values = history.get(monitor, [])
     if os.path.exists(best_path):
         model.load_weights(best_path)
-    test = model.evaluate(data.test(flags.eval_batch_size), return_dict=True, verbose=0)
+    test = model.evaluate(for_workers(data.test(flags.eval_batch_size)), return_dict=True, verbose=0)
     export_atomically(model, os.path.join(out, "saved_model"), data)
     if model.scheduler.bilevel:
         weights = schedule.example_weights(model, data.train_eval(flags.eval_batch_size), data.num_train)
@@ -387,6 +504,14 @@ def export_atomically(model, path, data):
     os.rename(partial, path)
 
 
+def worker_lost(error):
+    """One sentence for a collective op that failed because another worker stopped."""
+    reason = " ".join(str(getattr(error, "message", error)).split())
+    reason = reason.split("Collective ops is aborted by: ")[-1][:160]
+    return (f"another worker of this --distribute=multi_worker run stopped or cannot be reached ({reason}); start "
+            "every worker again with its command and the run resumes after its last finished epoch.")
+
+
 def flags_used(flags):
     """The names of the flags defined by apps.flags (not absl's own)."""
     return [n for n in flags if flags.find_module_defining_flag(n, "") == "apps.flags"]
@@ -398,6 +523,10 @@ def main_with_errors(flags):
         metrics = run(flags)
     except (DataError, ConfigError, DivergedError, run_dir.OutputDirError, BackupError) as e:
         raise SystemExit(f"error: {e}") from None
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as e:
+        if flags.distribute != "multi_worker":
+            raise
+        raise SystemExit(f"error: {worker_lost(e)}") from None
     print(f"{metrics['method']} on {metrics['dataset']}: best val {metrics['primary_metric']} "
           f"{metrics['best_val']:.4f}, test {metrics['test']:.4f} ({metrics['wall_seconds']:.0f} s); "
           f"outputs in {os.path.abspath(flags.output_dir)}")

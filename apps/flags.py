@@ -118,8 +118,10 @@ def define_flags(dataset_defaults=None, method_defaults=None, **defaults):
                       "per-pixel tasks (seed 002's NYUv2 backbone; auto picks it when every task is per-pixel).")
     flags.DEFINE_string("encoder_weights", None, "Keras weights file (.weights.h5) to start ResNet-18 from "
                         "(pretrained weights you already have; nothing is downloaded).")
-    flags.DEFINE_enum("distribute", "none", ["none", "mirrored"],
-                      "none: one device; mirrored: MirroredStrategy over all visible GPUs (or CPUs).")
+    flags.DEFINE_enum("distribute", "none", ["none", "mirrored", "multi_worker"],
+                      "none: one device; mirrored: MirroredStrategy over all visible GPUs (or CPUs); "
+                      "multi_worker: MultiWorkerMirroredStrategy over the workers named by the TF_CONFIG "
+                      "environment variable (start the same command on each; only worker 0 writes results).")
     flags.DEFINE_integer("seed", 0, "Random seed for data splits, noise, initialisation and shuffling.",
                          lower_bound=0, upper_bound=2**32 - 1)
     flags.DEFINE_string("output_dir", d["output_dir"], "Where metrics.json, saved_model/, schedule.npz, "

@@ -1,5 +1,9 @@
 """The --output_dir of one run: who owns it, whether it resumes, what is cleared.
 
+Under --distribute=multi_worker only the chief (worker 0) claims and writes the folder; every
+other worker reads the chief's resume state from it (`copy_resume_state`) and writes what it
+must into a temporary folder of its own (`WorkerScratch`), removed when it ends.
+
 A run holds an exclusive lock on `<output_dir>/.lock` while it runs (released by the
 operating system when the process ends, killed or not), so a second run on the same folder
 is refused instead of writing over the first one's files. `run.json` records the flags of the
@@ -14,9 +18,11 @@ run that owns the folder:
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 
 from tfaux import backup
 
@@ -132,3 +138,38 @@ class Claim:
             self._handle.close()  # releases the flock
             self._handle = None
         return False
+
+
+# What a run reads back when it resumes (the backup of its last finished epoch, the history so far).
+RESUME_STATE = ("backup", "history.csv", "schedule_history.npz", "best.weights.h5")
+
+
+class WorkerScratch:
+    """`with WorkerScratch(out, index) as folder:` a temporary folder where a worker other than
+    the chief writes whatever a run writes (Keras' multi-worker convention), removed at the end.
+    Its path is a function of (out, index), so a worker killed without cleaning up has its
+    leftover removed when it is started again."""
+
+    def __init__(self, out, index):
+        digest = hashlib.sha1(os.path.abspath(out).encode()).hexdigest()[:12]
+        self.path = os.path.join(tempfile.gettempdir(), f"tfaux-worker{int(index)}-{digest}")
+
+    def __enter__(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.makedirs(self.path)
+        return self.path
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+
+def copy_resume_state(out, scratch):
+    """Copy the chief's resume state (RESUME_STATE) from `out` into `scratch`, so that this
+    worker resumes after the same epoch with the same history; nothing is written into `out`."""
+    for name in RESUME_STATE:
+        source = os.path.join(out, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(scratch, name))
+        elif os.path.isfile(source):
+            shutil.copy2(source, os.path.join(scratch, name))

@@ -86,6 +86,9 @@ def flag_lines(values, tasks, method="equal"):
 
 def search(flags, weight_grid=WEIGHT_GRID, lr_grid=LR_GRID, max_trials=None, overwrite=False):
     """Run the grid search under flags.output_dir; returns (best values, best score, trials)."""
+    if flags.distribute == "multi_worker":
+        raise experiment.ConfigError("--distribute=multi_worker is for training runs (apps.train and the other "
+                                     "experiment binaries), not for apps.tune; use none or mirrored.")
     out = os.path.abspath(flags.output_dir)
     os.makedirs(out, exist_ok=True)
     data = experiment.load_data(flags)

@@ -39,17 +39,22 @@ def worker(args):
     import tfaux
     from tfaux import hypergrad
 
+    import tensorflow as tf
+
     keras.utils.set_random_seed(0)
     setting = pipelines.Setting(dev_size=args.dev_size, rotation=args.rotation == "on")
     data = pipelines.load(args.dataset, data_dir=args.data_dir, setting=setting)
-    encoder = tfaux.models.autoint(data.input_spec) if args.encoder == "autoint" else tfaux.models.convnet4()
-    name, _, text = args.method.partition(":")  # method arguments may follow a colon, ';'-separated
-    strategy = tfaux.strategies.get(name, **tfaux.strategies.method_args(name, text.replace(";", ",")))
-    model = tfaux.AuxiliaryModel(encoder, data.tasks, strategy,
-                                 input_spec=data.input_spec, num_examples=data.num_train,
-                                 upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
-                                 hessian_scope=args.hessian_scope)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    scope = tf.distribute.MirroredStrategy() if args.distribute == "mirrored" else tf.distribute.get_strategy()
+    with scope.scope():
+        encoders = {"autoint": lambda: tfaux.models.autoint(data.input_spec), "convnet4": tfaux.models.convnet4,
+                    "resnet18": lambda: tfaux.models.resnet18(stem="cifar")}
+        name, _, text = args.method.partition(":")  # method arguments may follow a colon, ';'-separated
+        strategy = tfaux.strategies.get(name, **tfaux.strategies.method_args(name, text.replace(";", ",")))
+        model = tfaux.AuxiliaryModel(encoders[args.encoder](), data.tasks, strategy,
+                                     input_spec=data.input_spec, num_examples=data.num_train,
+                                     upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
+                                     hessian_scope=args.hessian_scope)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.jit_compile == "on")
     stream = model.scheduler.second_stream
     if stream is None:
         train = data.train(args.batch_size)
@@ -75,8 +80,11 @@ def main():
     p.add_argument("--data_dir", default=None)
     p.add_argument("--methods", default="all", help="comma-separated method names, or all (the method table); "
                    "arguments may follow a colon, separated by ';' (auxilearn:combiner=linear)")
-    p.add_argument("--encoder", default="convnet4", choices=["convnet4", "autoint"],
+    p.add_argument("--encoder", default="convnet4", choices=["convnet4", "autoint", "resnet18"],
                    help="autoint for MovieLens / Amazon (dict inputs)")
+    p.add_argument("--distribute", default="none", choices=["none", "mirrored"],
+                   help="mirrored: MirroredStrategy over every visible GPU (or the CPU)")
+    p.add_argument("--jit_compile", default="off", choices=["off", "on"], help="XLA for every method alike")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps", type=int, default=0, help="cap training steps per epoch (0: whole epoch)")
@@ -105,16 +113,18 @@ def main():
                 sys.exit(f"{m} failed:\n{out.stderr[-3000:]}")
             results[m].append(json.loads(lines[-1]))
             print(f"round {r + 1}: {results[m][-1]}", file=sys.stderr)
-    med = {m: {k: statistics.median(x[k] for x in rs) for k in ("epoch_seconds", "peak_growth_mib")}
+    med = {m: {k: statistics.median(x[k] for x in rs) for k in ("epoch_seconds", "peak_growth_mib", "peak_rss_mib")}
            for m, rs in results.items()}
     base = med.get("stl")
-    print(f"dataset={args.dataset} batch={args.batch_size} M={args.upper_interval} K={args.terms} "
-          f"hessian={args.hessian_scope} rotation={args.rotation} rounds={args.rounds} epochs={args.epochs}")
-    print("| method | s / epoch | × STL time | peak memory growth (MiB) | × STL memory |\n|---|---|---|---|---|")
+    print(f"dataset={args.dataset} encoder={args.encoder} batch={args.batch_size} M={args.upper_interval} "
+          f"K={args.terms} hessian={args.hessian_scope} rotation={args.rotation} distribute={args.distribute} "
+          f"jit_compile={args.jit_compile} rounds={args.rounds} epochs={args.epochs}")
+    print("| method | s / epoch | × STL time | peak memory growth (MiB) | × STL growth | peak process memory (MiB) "
+          "| × STL process |\n|---|---|---|---|---|---|---|")
     for m, v in med.items():
-        t = v["epoch_seconds"] / base["epoch_seconds"] if base else float("nan")
-        mem = v["peak_growth_mib"] / base["peak_growth_mib"] if base else float("nan")
-        print(f"| {m} | {v['epoch_seconds']:.2f} | {t:.2f} | {v['peak_growth_mib']:.0f} | {mem:.2f} |")
+        ratio = {k: v[k] / base[k] if base else float("nan") for k in v}
+        print(f"| {m} | {v['epoch_seconds']:.2f} | {ratio['epoch_seconds']:.2f} | {v['peak_growth_mib']:.0f} | "
+              f"{ratio['peak_growth_mib']:.2f} | {v['peak_rss_mib']:.0f} | {ratio['peak_rss_mib']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "runs": results, "median": med}, f, indent=2)

@@ -1,5 +1,13 @@
 """Cross-replica reductions that keep hand-written losses and gradients right
-under any tf.distribute strategy (one device, MirroredStrategy, multi-worker).
+under the tf.distribute strategies tfaux is tested with: one device, MirroredStrategy
+(two logical CPUs, tests/test_distribution.py) and MultiWorkerMirroredStrategy over two
+worker processes on one machine (tests/test_multi_worker.py, through apps.train
+--distribute=multi_worker). Other strategies (TPUStrategy, ParameterServerStrategy) are
+untested. With several replicas a run equals one process with the same global batch up to
+float rounding (JTDS with an MLP encoder, two workers: 1e-6 after two epochs). With BatchNorm
+(synchronised: per-replica sums, then an all-reduce) the rounding differs more and Adam
+amplifies it: ConvNet-4 on digits, two workers vs one process, one epoch of Equal: 1.4e-2
+in the weights.
 
 Convention used throughout tfaux: a replica's loss is its local sum divided by
 the *global* batch size, so that summing over replicas gives the global mean.
