@@ -258,12 +258,12 @@ def dtg_targets(name, stl, equal, dtg):
     check = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     if name == "mnist_dtg":
         hurt, ok = equal < stl, dtg >= stl
-        lines = [f"- the random auxiliary hurts Equal (Equal < STL): {100 * (equal - stl):+.2f} points, "
+        lines = [f"- the given auxiliary hurts Equal (Equal < STL): {100 * (equal - stl):+.2f} points, "
                  f"{'yes' if hurt else 'no'}",
                  f"- target DTG-AuxL >= STL: {100 * (dtg - stl):+.2f} points, {check(ok)}"]
     else:
         hurt, ok = equal > stl, dtg <= stl
-        lines = [f"- the random auxiliary hurts Equal (Equal RMSE > STL RMSE): {equal:.4f} vs {stl:.4f}, "
+        lines = [f"- the given auxiliary hurts Equal (Equal RMSE > STL RMSE): {equal:.4f} vs {stl:.4f}, "
                  f"{'yes' if hurt else 'no'}",
                  f"- target DTG-AuxL RMSE <= STL RMSE: {dtg:.4f} vs {stl:.4f}, {check(ok)}"]
     if not hurt:
