@@ -142,25 +142,21 @@ def runs(tmp):
     }
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dtg_apps")
-    procs = {}
-    for name, (args, flags, metrics) in runs(tmp).items():
-        out = tmp / "runs" / name
-        procs[name] = (subprocess.Popen([sys.executable, "-m", "apps.dtg_auxl", *COMMON, *args, f"--output_dir={out}"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-                       out, flags, metrics)
-    results = {}
-    for name, (proc, out, flags, metrics) in procs.items():
-        stdout, stderr = proc.communicate(timeout=600)
-        results[name] = (proc.returncode, stdout, stderr, out, flags, metrics)
-    return results
+def run_binary(tmp, name):
+    """apps.dtg_auxl for one of `runs`: (return code, stdout, stderr, output dir, flags, metrics)."""
+    args, flags, metrics = runs(tmp)[name]
+    out = tmp / "runs" / name
+    proc = subprocess.run([sys.executable, "-m", "apps.dtg_auxl", *COMMON, *args, f"--output_dir={out}"],
+                          capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr, out, flags, metrics
 
 
-@pytest.mark.parametrize("name", ["cifar100", "cifar10", "amazon"])
-def test_dtg_auxl_binary_runs_with_the_appendix_defaults(finished, name):
-    code, stdout, stderr, out, flags, expected = finished[name]
+# The different-input run is the default one; the shared-input and regression paths are also
+# covered by tests/test_dtg.py's fit tests and by the defaults test above, so their binaries are slow.
+@pytest.mark.parametrize("name", [pytest.param("cifar100", marks=pytest.mark.slow), "cifar10",
+                                  pytest.param("amazon", marks=pytest.mark.slow)])
+def test_dtg_auxl_binary_runs_with_the_appendix_defaults(tmp_path, name):
+    code, stdout, stderr, out, flags, expected = run_binary(tmp_path, name)
     assert code == 0, stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["epochs"] == 1
