@@ -219,6 +219,7 @@ def load_data(flags):
     setting = pipelines.Setting(dev_size=flags.dev_size, dev_per_class=flags.dev_per_class,
                                 label_fraction=flags.label_fraction, shots_per_class=flags.shots_per_class,
                                 num_labelled=flags.num_labelled, val_fraction=flags.val_fraction,
+                                test_fraction=flags.test_fraction, chronological=flags.chronological,
                                 drop_unlabelled=flags.drop_unlabelled,
                                 noise_rate=flags.noise_rate, noise_kind=flags.noise_kind,
                                 rotation=flags.rotation, exemplar=flags.exemplar, aux_dataset=flags.aux_dataset,

@@ -12,7 +12,7 @@ DEFAULTS = dict(method="jtds", dataset="digits", epochs=15, batch_size=64, lr=1e
                 target_tasks=(), privileged_tasks=None, num_labelled=0, dataset_args="", optimizer="adam",
                 lr_decay="", val_fraction=0.2,
                 dev_batch_size=32, eval_batch_size=256, drop_unlabelled=False, weight_decay=0.0,
-                random_auxiliary=0)
+                random_auxiliary=0, chronological=False, test_fraction=0.2)
 
 
 # {dataset: {flag: value}}: a binary's per-dataset defaults (define_flags(dataset_defaults=...)).
@@ -81,6 +81,11 @@ def define_flags(dataset_defaults=None, method_defaults=None, **defaults):
     flags.DEFINE_float("val_fraction", d["val_fraction"], "Share of the training examples held out for "
                        "validation (dev included) when the dataset has no official validation split.",
                        lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("test_fraction", d["test_fraction"], "Share of all examples held out for test when the "
+                       "dataset has no official test split.", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_boolean("chronological", d["chronological"], "Split by the dataset's timestamps (oldest for "
+                         "training, newest for test) with --val_fraction and --test_fraction, ignoring any official "
+                         "split (datasets with timestamps: movielens_100k, amazon).")
     flags.DEFINE_float("label_fraction", d["label_fraction"], "Fraction of training examples that keep their primary "
                        "label (semi-supervised below 1).", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_float("noise_rate", d["noise_rate"], "Fraction of training primary labels corrupted.",

@@ -146,8 +146,8 @@ def launch(tmp, names):
     return results
 
 
-FAST = ["image_classification", "recommendation", "corrupted_labels", "semi_supervised", "multi_mnist", "s4l",
-        "celeb_a_attribute", "pacs"]
+FAST = ["image_classification", "recommendation", "semi_supervised", "multi_mnist", "s4l", "celeb_a_attribute",
+        "pacs"]
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +158,11 @@ def finished(tmp_path_factory):
 @pytest.mark.parametrize("name", FAST)
 def test_binary_runs_end_to_end(finished, name):
     check(*finished[name])
+
+
+@pytest.mark.slow  # tests/test_tools.py runs apps.corrupted_labels end to end through apps.compare
+def test_corrupted_labels_binary_runs_end_to_end(tmp_path):
+    check(*launch(tmp_path, ["corrupted_labels"])["corrupted_labels"])
 
 
 @pytest.mark.slow

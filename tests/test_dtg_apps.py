@@ -38,7 +38,8 @@ APPENDIX = {
                             dataset_args="species=False", aux_dataset="cub"),
 }
 SHOWN = ("method", "method_args", "rotation", "aux_dataset", "neumann_terms", "dev_batch_size", "drop_unlabelled",
-         "weight_decay", "dataset_args", "val_fraction", "shots_per_class", "privileged_tasks")
+         "weight_decay", "dataset_args", "val_fraction", "shots_per_class", "privileged_tasks", "chronological",
+         "test_fraction")
 RESOLVE = """
 import json, sys
 from apps import dtg_auxl
@@ -83,7 +84,8 @@ def test_dtg_auxl_sets_each_experiments_appendix_defaults():
             assert values[flag] == value, (dataset, flag)
     assert got[""] == got["--dataset=cub"]
     assert got["--dataset=cub"]["val_fraction"] == 0.1 and got["--dataset=cub"]["drop_unlabelled"] is True
-    assert got["--dataset=amazon"]["val_fraction"] == 0.125  # 10% of all after the fixed 20% test
+    assert got["--dataset=amazon"]["chronological"] and got["--dataset=amazon"]["test_fraction"] == 0.1
+    assert abs(got["--dataset=amazon"]["val_fraction"] * 0.9 - 0.1) < 1e-12  # 0.8 / 0.1 / 0.1 by review time
     ten = got["--dataset=cub --shots_per_class=10"]
     assert (ten["shots_per_class"], ten["upper_interval"], ten["drop_unlabelled"]) == (10, 4, True)
     assert got["--dataset=cub --shots_per_class=5 --upper_interval=5"]["upper_interval"] == 5
@@ -137,8 +139,9 @@ def runs(tmp):
         "amazon": ([f"--data_dir={amazon_dir(tmp / 'amazon')}", "--dataset=amazon",
                     "--dataset_args=category=\"Toys_and_Games\"", "--batch_size=32", "--dev_batch_size=32"],
                    {"method": "dtg_auxl", "dataset": "amazon", "encoder": "autoint", "optimizer": "adam",
-                    "lr": 1e-3, "upper_optimizer": "adam", "upper_lr": 1e-2, "val_fraction": 0.125},
-                   {"num_test": 80, "targets": ["rating"]}),
+                    "lr": 1e-3, "upper_optimizer": "adam", "upper_lr": 1e-2, "chronological": True,
+                    "test_fraction": 0.1},
+                   {"num_test": 40, "targets": ["rating"]}),
     }
 
 
