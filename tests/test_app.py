@@ -164,6 +164,7 @@ class _StopAfter(keras.callbacks.Callback):
             raise _Interrupted()
 
 
+@pytest.mark.slow  # tests/test_reliability.py kills a JTDS run inside its backup write and checks the same
 def test_an_interrupted_run_resumes_and_finishes_as_the_uninterrupted_one(tmp_path, parse):
     args = ["--method=jtds", "--epochs=2", "--batch_size=64", "--dev_size=60", "--upper_interval=4",
             "--upper_lr=0.05", "--verbose=0"]

@@ -60,6 +60,11 @@ def test_a_run_killed_while_writing_its_backup_resumes_as_the_uninterrupted_one(
     assert resumed["resumed_at_epoch"] == 1 and whole["resumed_at_epoch"] == 0
     _same_result(whole, resumed)
     assert not (cut / "backup").exists()
+    a, b = (np.load(tmp_path / run / "schedule.npz") for run in ("whole", "cut"))  # the learned schedule too
+    np.testing.assert_allclose(b["weights"], a["weights"], rtol=1e-4, atol=1e-5)
+    a, b = (np.load(tmp_path / run / "schedule_history.npz") for run in ("whole", "cut"))
+    assert list(b["epochs"]) == list(a["epochs"]) == [1, 2]
+    np.testing.assert_allclose(b["weights"], a["weights"], rtol=1e-4, atol=1e-5)
 
 
 class _Interrupted(Exception):
