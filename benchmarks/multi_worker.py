@@ -23,7 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCH = re.compile(r"^(\d+)/\1 - (\d+)s - (\d+)(ms|s)/step")
 
 
-def _ports(n):
+def free_ports(n):
+    """n free TCP ports on localhost (bound, read, released)."""
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
         s.bind(("localhost", 0))
@@ -44,7 +45,7 @@ def run(workers, args, threads, folder):
     if workers == 0:
         commands = [(common, env)]
     else:
-        cluster = {"worker": [f"localhost:{p}" for p in _ports(workers)]}
+        cluster = {"worker": [f"localhost:{p}" for p in free_ports(workers)]}
         commands = [([*common, "--distribute=multi_worker"],
                      {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
                     for i in range(workers)]

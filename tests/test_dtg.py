@@ -20,6 +20,7 @@ from tfaux.backup import EpochBackup
 from tfaux.strategies.dtg import DTGAuxL
 
 import toy
+from test_app import _Interrupted, _StopAfter
 
 C, DIM = 4, 6
 
@@ -525,22 +526,6 @@ def test_regression_primary_trains_and_rows_without_a_rating_get_no_generated_lo
 
 
 # ---------------------------------------------------------------- (6) exact resume
-class _Interrupted(Exception):
-    pass
-
-
-class _StopAfter(keras.callbacks.Callback):
-    """Stand-in for a killed job: fails at the end of epoch `epochs` (after the backup)."""
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
-            raise _Interrupted()
-
-
 def _backed_up_run(backup, stop=None):
     keras.utils.set_random_seed(0)
     model = _model(strategies.get("dtg_auxl", width=16, depth=2), upper_interval=3)

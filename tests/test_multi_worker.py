@@ -5,7 +5,6 @@ killed and started again resumes after its last finished epoch."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from apps import experiment
+from benchmarks.multi_worker import free_ports
 from apps import train as train_app  # noqa: F401  (defines the flags)
 from tfaux import backup
 
@@ -24,16 +24,6 @@ from tfaux import backup
 ARGS = ["--method=jtds", "--encoder=mlp", "--epochs=2", "--batch_size=64", "--dev_batch_size=32", "--dev_size=60",
         "--upper_interval=4", "--eval_batch_size=512", "--verbose=0"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _env(tmp, **extra):
@@ -116,7 +106,7 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(tmp_path, si
     the per-replica partial sums of the batch statistics round differently and Adam amplifies
     that (measured: 1.4e-2 in the weights after one epoch of --method=equal)."""
     chief, other = tmp_path / "chief", tmp_path / "other"
-    _finish(_workers(tmp_path, "w", [chief, other], _free_ports(2)))
+    _finish(_workers(tmp_path, "w", [chief, other], free_ports(2)))
     ma, _ = _same_run(single, chief)
     assert max(ma["history"]["hypergrad_norm"]) > 0  # upper steps were taken
     for name in ("metrics.json", "history.csv", "saved_model", "schedule.npz", "schedule_history.npz",
@@ -132,7 +122,7 @@ def test_workers_killed_and_restarted_resume_after_the_last_finished_epoch(tmp_p
     epoch 2's backup (held open by the test hook), then both started again with the same commands:
     they resume after epoch 1 and end as the uninterrupted run; only the chief wrote."""
     out = tmp_path / "out"
-    ports = _free_ports(2)
+    ports = free_ports(2)
     killed = _workers(tmp_path, "killed", [out, out], ports, **{backup.PAUSE_ENV: "2:300"})
     try:
         deadline = time.time() + 180

@@ -290,3 +290,11 @@ def test_single_level_methods_resume_exactly_with_their_state(name, tmp_path):
     resumed = _trained(name, tmp_path / "cut")
     for v, a, b in zip(whole.weights, whole.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=v.path)
+
+
+def test_a_strategy_listing_generated_inputs_must_make_them():
+    class _Lists(Strategy):
+        generated_input_keys = ("made",)
+
+    with pytest.raises(ValueError, match="does not override generated_input"):
+        _model(_Lists())

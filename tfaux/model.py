@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfaux import distribute, hypergrad
-from tfaux.strategies.base import UPPER_DATA, Context, ThetaVariables
+from tfaux.strategies.base import UPPER_DATA, Context, Strategy, ThetaVariables
 from tfaux.tasks import ordered
 from tfaux.upper import UpperSettings
 
@@ -138,6 +138,9 @@ class AuxiliaryModel(keras.Model):
         self.targets = self.tasks[:self.num_targets]
         self.primary = self.tasks[0]
         self.generated = {t.name for t in extra}
+        if strategy.generated_input_keys and type(strategy).generated_input is Strategy.generated_input:
+            raise ValueError(f"{type(strategy).__name__} lists generated_input_keys "
+                             f"{list(strategy.generated_input_keys)} but does not override generated_input.")
         self.heads = [t.make_head() for t in self.tasks]
         self.scheduler = strategy
         self.input_spec_nest = input_spec

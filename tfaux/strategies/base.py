@@ -179,8 +179,9 @@ class Strategy(keras.layers.Layer):
         """[B, d] features of the generated input `key`, live w.r.t. theta and phi. encode(k): the
         batch's encoder features of input k (None: batch["x"], else batch["task_x"][k]),
         computed once per batch; step as in `generated_labels`."""
-        raise NotImplementedError(f"{type(self).__name__} lists '{key}' in generated_input_keys but does "
-                                  f"not implement generated_input.")
+        del encode, batch, step, training
+        raise ValueError(f"{type(self).__name__} lists '{key}' in generated_input_keys but does not override "
+                         "generated_input.")
 
     def active_tasks(self):
         """Boolean per task: whether its head must run at all (STL skips auxiliaries)."""
