@@ -134,6 +134,10 @@ def check_batch_sizes(flags, strategy):
             raise ConfigError(f"--{name}={flags[name].value} is not a multiple of the {replicas} replicas of "
                               f"--distribute={flags.distribute}; each replica takes an equal share of a global "
                               "batch.")
+    chunks = flags.hvp_chunks
+    if chunks > 1 and (flags.batch_size // replicas) % chunks:
+        raise ConfigError(f"--hvp_chunks={chunks} does not divide each replica's {flags.batch_size // replicas} "
+                          "examples of --batch_size; the upper step's sub-batches must be equal.")
 
 
 def for_workers(dataset):
@@ -250,7 +254,8 @@ def build_model(flags, data):
         model = tfaux.AuxiliaryModel(encoder, tasks, strategy,
                                      input_spec=data.input_spec, num_examples=data.num_train,
                                      upper_interval=flags.upper_interval, solver=solver,
-                                     hessian_scope=flags.hessian_scope, upper=upper)
+                                     hessian_scope=flags.hessian_scope, upper=upper,
+                                     hvp_chunks=flags.hvp_chunks)
     except ValueError as e:  # a strategy refusing these tasks or arguments
         raise ConfigError(f"--method={flags.method}: {e}") from None
     model.compile(optimizer=task_optimizer(flags, data.steps_per_epoch(flags.batch_size)))

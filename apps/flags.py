@@ -74,6 +74,10 @@ def define_flags(dataset_defaults=None, method_defaults=None, **defaults):
     flags.DEFINE_integer("cg_iterations", 10, "Conjugate-gradient iterations (--solver=cg).", lower_bound=1)
     flags.DEFINE_enum("hessian_scope", "all", ["all", "shared", "no_aux_heads"],
                       "Parameters the Hessian is taken over.")
+    flags.DEFINE_integer("hvp_chunks", 1, "N > 1: each Hessian-vector product of the upper step is the mean over N "
+                         "interleaved sub-batches, computed one at a time (about 1/N of the upper step's tensors, "
+                         "one more gradient per product; BatchNorm sees sub-batches). 1: the whole batch, exactly.",
+                         lower_bound=1)
     flags.DEFINE_float("upper_clipnorm", None, "Global-norm clip of the hypergradient in the papers' scale "
                        "(0: none); unset: the method's (JTDS 10, AuxiLearn 25).", lower_bound=0.0)
     flags.DEFINE_integer("dev_size", d["dev_size"], "Clean primary examples in the dev set, stratified, taken out of "

@@ -123,7 +123,7 @@ def flag_cases(tmp):
         ("solver", "nosuch"), ("hessian_scope", "nosuch"), ("noise_kind", "nosuch"), ("aux_dataset", "nosuch"),
         ("output_dir", ""), ("output_dir", afile), ("data_dir", "/no/such/dir"), ("encoder_weights", weights),
         ("val_fraction", "0"), ("val_fraction", "nan"), ("weight_decay", "nan"), ("weight_decay", "-1"),
-        ("eval_batch_size", "0"), ("optimizer", "nosuch"), ("num_labelled", "-1"),
+        ("eval_batch_size", "0"), ("optimizer", "nosuch"), ("num_labelled", "-1"), ("hvp_chunks", "0"),
     ]]
     cases += [
         ("--aux_weights=rotation=nan", ["--method=equal", "--aux_weights=rotation=nan"]),

@@ -48,12 +48,13 @@ def worker(args):
     with scope.scope():
         encoders = {"autoint": lambda: tfaux.models.autoint(data.input_spec), "convnet4": tfaux.models.convnet4,
                     "resnet18": lambda: tfaux.models.resnet18(stem="cifar")}
-        name, _, text = args.method.partition(":")  # method arguments may follow a colon, ';'-separated
+        spec, _, chunks = args.method.partition("@")  # jtds@4: Hessian-vector products over 4 sub-batches
+        name, _, text = spec.partition(":")  # method arguments may follow a colon, ';'-separated
         strategy = tfaux.strategies.get(name, **tfaux.strategies.method_args(name, text.replace(";", ",")))
         model = tfaux.AuxiliaryModel(encoders[args.encoder](), data.tasks, strategy,
                                      input_spec=data.input_spec, num_examples=data.num_train,
                                      upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
-                                     hessian_scope=args.hessian_scope)
+                                     hessian_scope=args.hessian_scope, hvp_chunks=int(chunks or 1))
         model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.jit_compile == "on")
     stream = model.scheduler.second_stream
     if stream is None:
@@ -79,7 +80,8 @@ def main():
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--methods", default="all", help="comma-separated method names, or all (the method table); "
-                   "arguments may follow a colon, separated by ';' (auxilearn:combiner=linear)")
+                   "arguments may follow a colon, separated by ';' (auxilearn:combiner=linear); '@N' runs a bi-level "
+                   "method with hvp_chunks=N (jtds@4)")
     p.add_argument("--encoder", default="convnet4", choices=["convnet4", "autoint", "resnet18"],
                    help="autoint for MovieLens / Amazon (dict inputs)")
     p.add_argument("--distribute", default="none", choices=["none", "mirrored"],

@@ -24,11 +24,14 @@ def _data():
 
 def _train(strategy, method, initial=None):
     tasks = [tfaux.Task("main", role="primary", num_classes=2), tfaux.Task("aux", kind="binary")]
+    method, _, chunks = method.partition("/")  # jtds/2: Hessian-vector products over 2 sub-batches
     with strategy.scope():
-        encoder = keras.Sequential([keras.layers.Dense(12, activation="tanh"), keras.layers.Dense(8, activation="tanh")])
+        batch_norm = [keras.layers.BatchNormalization(synchronized=True)] if chunks else []
+        encoder = keras.Sequential([keras.layers.Dense(12, activation="tanh"), *batch_norm,
+                                    keras.layers.Dense(8, activation="tanh")])
         args = dict(pair_group=4) if method.startswith("dtg") else {}  # partners: the same rows on 1 and 2 replicas
         model = tfaux.AuxiliaryModel(encoder, tasks, tfaux.strategies.get(method, **args), tf.TensorSpec((6,), tf.float32),
-                                     num_examples=N, upper_interval=2)
+                                     num_examples=N, upper_interval=2, hvp_chunks=int(chunks or 1))
         model.compile(optimizer=keras.optimizers.SGD(0.1),
                       upper_optimizer=keras.optimizers.SGD(1.0) if model.scheduler.bilevel else None)
         if initial is not None:
@@ -38,9 +41,13 @@ def _train(strategy, method, initial=None):
     return start, model
 
 
-@pytest.mark.parametrize("method", ["jtds", "jtds_normalized", "njtds", "gcs", "mgda", "ptl", "adaloss", "dtg_auxl"])
+@pytest.mark.parametrize("method", ["jtds", "jtds_normalized", "njtds", "gcs", "mgda", "ptl", "adaloss", "dtg_auxl",
+                                    "jtds/2"])
 def test_mirrored_two_devices_equals_one_device(method, two_devices):
-    start, single = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), method)
+    """jtds/2 (sub-batched Hessian-vector products, synchronised BatchNorm) runs its one device
+    without a strategy, i.e. through the while loop, and its mirrored run unrolled."""
+    one = tf.distribute.get_strategy() if "/" in method else tf.distribute.OneDeviceStrategy("/cpu:0")
+    start, single = _train(one, method)
     _, mirrored = _train(two_devices, method, initial=start)
     names = [v.path for v in single.weights]
     moved = False

@@ -189,3 +189,8 @@ def test_a_batch_that_does_not_split_evenly_between_replicas_is_refused(parse, t
     with pytest.raises(experiment.ConfigError, match=r"--batch_size=63 is not a multiple of the 2 replicas"):
         experiment.check_batch_sizes(flags, types.SimpleNamespace(num_replicas_in_sync=2))
     experiment.check_batch_sizes(parse(*ARGS, f"--output_dir={tmp_path}"), types.SimpleNamespace(num_replicas_in_sync=2))
+    with pytest.raises(experiment.ConfigError, match=r"--hvp_chunks=3 does not divide each replica's 32 examples"):
+        experiment.check_batch_sizes(parse(*ARGS, "--batch_size=64", "--hvp_chunks=3", f"--output_dir={tmp_path}"),
+                                     types.SimpleNamespace(num_replicas_in_sync=2))
+    experiment.check_batch_sizes(parse(*ARGS, "--batch_size=64", "--hvp_chunks=4", f"--output_dir={tmp_path}"),
+                                 types.SimpleNamespace(num_replicas_in_sync=2))

@@ -16,7 +16,13 @@ AuxiliaryModel feeds its upper optimizer that reference scale (tfaux.upper), so 
 papers' learning rates and clip norms apply as published.
 
 Hessian-vector products are double-backward products from one persistent nested
-tape, so the training loss and its gradient are computed once per upper step.
+tape, so the training loss and its gradient are computed once per upper step. With
+`chunks=N > 1` each product (and the mixed term) is instead the mean over N interleaved
+sub-batches (rows c, c + N, ...) of that sub-batch's own product, recomputed one sub-batch
+at a time: the tensors alive at once shrink about N-fold, for one more gradient per
+product. It is exact when the training objective is a mean of per-example terms and N
+divides the batch; a batch-coupled layer (BatchNorm) or statistic (JTDS' loss z-scores)
+then uses each sub-batch's own statistics.
 """
 
 import dataclasses
@@ -107,11 +113,55 @@ def exact_inverse_hvp(hvp, v):
     return unflat(tf.reshape(solution, [-1]))
 
 
+def interleaved_rows(batch, chunk, chunks):
+    """Rows chunk, chunk + chunks, chunk + 2 chunks, ... of every tensor of `batch`. Interleaving
+    (not contiguous blocks) keeps a chunk the same rows of the global batch on any number of
+    replicas whose local batch `chunks` divides."""
+    return tf.nest.map_structure(lambda t: t[chunk::chunks], batch)
+
+
+def _chunk_mean(product, chunks, like):
+    """(1/chunks) sum_c product(c), one chunk at a time. In a replica function of a
+    tf.distribute strategy the chunks are unrolled, since all-reduces (synchronised
+    BatchNorm, global counts) may not run inside a while loop there; elsewhere a
+    sequential while loop keeps one chunk's tensors alive at a time."""
+    if tf.distribute.has_strategy():
+        total = product(0)
+        for c in range(1, chunks):
+            total = [a + b for a, b in zip(total, product(c))]
+    else:
+        zeros = [tf.zeros_like(v) for v in like]
+        total = tf.while_loop(lambda c, _: c < chunks,
+                              lambda c, acc: (c + 1, [a + b for a, b in zip(acc, product(c))]),
+                              (tf.constant(0), zeros), parallel_iterations=1)[1]
+    return [t / float(chunks) for t in total]
+
+
+def _chunked_products(train_loss_fn, train_batch, theta, chunks):
+    """The products u -> (grad_w grad_theta L_t) u, as means over `chunks` sub-batches, each
+    recomputed from its own nested tape (no tape outlives one sub-batch's product)."""
+
+    def product(u, wrt):
+        def one(c):
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    loss = train_loss_fn(interleaved_rows(train_batch, c, chunks))
+                grad = zeros_for_none(inner.gradient(loss, theta), theta)
+            return zeros_for_none(outer.gradient(grad, wrt, output_gradients=u), wrt)
+
+        return _chunk_mean(one, chunks, wrt)
+
+    return product
+
+
 def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha=None,
-                           reduce=lambda xs: xs):
+                           reduce=lambda xs: xs, train_batch=None, chunks=1):
     """d_phi L_dev - (grad_theta L_dev)^T H^{-1} grad_phi grad_theta L_t, for the variables `phi`.
 
-    train_loss_fn / dev_loss_fn: callables reading the current variables.
+    train_loss_fn / dev_loss_fn: callables reading the current variables; with `train_batch`,
+    train_loss_fn takes the batch (or a sub-batch of it) as its argument.
+    chunks: sub-batches each Hessian-vector product is averaged over (module docstring);
+    needs `train_batch`.
     theta: variables the Hessian is taken over; phi: the outer variables.
     reduce: sums a list of tensors over replicas. The dev gradient and every HVP
     are reduced (so all replicas solve the same system); the returned gradient is
@@ -124,9 +174,17 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     v = reduce(zeros_for_none(dev_grads[:len(theta)], theta))
     direct = zeros_for_none(dev_grads[len(theta):], phi)
 
+    if chunks > 1:
+        if train_batch is None:
+            raise ValueError("chunks > 1 needs the training batch (train_batch).")
+        product = _chunked_products(train_loss_fn, train_batch, theta, chunks)
+        inverse_hvp = [tf.stop_gradient(t) for t in solver(lambda u: reduce(product(u, theta)), v, alpha=alpha)]
+        mixed = product(inverse_hvp, phi)
+        return [d - m for d, m in zip(direct, mixed)], dev_loss
+
     with tf.GradientTape(persistent=True) as outer:
         with tf.GradientTape() as inner:
-            train_loss = train_loss_fn()
+            train_loss = train_loss_fn() if train_batch is None else train_loss_fn(train_batch)
         grad_theta = zeros_for_none(inner.gradient(train_loss, theta), theta)
 
     def hvp(u):

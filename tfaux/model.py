@@ -114,16 +114,22 @@ class AuxiliaryModel(keras.Model):
                     Neumann's alpha=None means the lower optimizer's learning rate. A strategy
                     that fixes its own (`strategy.solver`, e.g. MAXL's Neumann(terms=0)) overrides it.
     hessian_scope:  "all" (every theta), "shared" (encoder only) or "no_aux_heads".
+    hvp_chunks:     N > 1 averages each Hessian-vector product over N interleaved sub-batches,
+                    one at a time (tfaux.hypergrad): the upper step keeps about 1/N of the
+                    tensors alive, for one more gradient per product; BatchNorm and batch
+                    statistics then see sub-batches. 1 (default): the whole batch, exactly.
     upper:          tfaux.upper.UpperSettings: optimizer, learning rate, clip norm and weight
                     decay of phi, in the reference code's scale (hypergradient / alpha);
                     default: the strategy's reference settings (`strategy.upper_defaults`).
     """
 
     def __init__(self, encoder, tasks, strategy, input_spec, num_examples=None, upper_interval=20,
-                 solver=None, hessian_scope="all", upper=None, **kwargs):
+                 solver=None, hessian_scope="all", upper=None, hvp_chunks=1, **kwargs):
         super().__init__(**kwargs)
         if hessian_scope not in HESSIAN_SCOPES:
             raise ValueError(f"hessian_scope must be one of {HESSIAN_SCOPES}, got '{hessian_scope}'.")
+        if int(hvp_chunks) < 1:
+            raise ValueError(f"hvp_chunks must be >= 1, got {hvp_chunks}.")
         if int(upper_interval) < 1:
             raise ValueError(f"upper_interval must be >= 1, got {upper_interval}.")
         if strategy.upper_data not in UPPER_DATA:
@@ -147,6 +153,7 @@ class AuxiliaryModel(keras.Model):
         self.upper_interval = int(upper_interval)
         self.solver = strategy.solver or solver or hypergrad.Neumann(terms=3)  # a method's own solver wins
         self.hessian_scope = hessian_scope
+        self.hvp_chunks = int(hvp_chunks)
         self.upper = upper or strategy.upper_defaults
         if not isinstance(self.upper, UpperSettings):
             raise ValueError(f"upper must be a tfaux.upper.UpperSettings, got {type(self.upper).__name__}.")
@@ -450,9 +457,9 @@ class AuxiliaryModel(keras.Model):
         phi = self.scheduler.upper_variables
         saved = [tf.identity(v) for v in self.frozen_state]
         hyper, dev_loss = hypergrad.implicit_hypergradient(
-            lambda: self.lower_objective(batch), lambda: self.scheduler.upper_objective(self, dev),
+            self.lower_objective, lambda: self.scheduler.upper_objective(self, dev),
             self.hessian_variables(), phi, self.solver, alpha=self.upper_alpha(),
-            reduce=distribute.replica_sum)
+            reduce=distribute.replica_sum, train_batch=batch, chunks=self.hvp_chunks)
         hyper = distribute.replica_sum(hyper)
         with tf.control_dependencies(hyper + [dev_loss]):
             for v, value in zip(self.frozen_state, saved):
