@@ -8,6 +8,10 @@ tfaux.hypergrad.implicit_hypergradient taken apart):
   hvp1, hvpK   that, plus 1 / K Hessian-vector products (double backward through the outer tape)
   mixed        L_t's gradient on a (non-persistent) outer tape, plus the mixed product over phi
   upper        the whole hypergradient (AuxiliaryModel.hypergradient: dev + nested + K HVPs + mixed)
+  fwd_hvp1, fwd_hvpK, fwd_mixed
+               the same products reverse-over-forward: each the gradient of a directional derivative
+               (tf.autodiff.ForwardAccumulator inside a tape), recomputed per product, no nested tape
+  upper_chunks the whole hypergradient with hvp_chunks = --hvp_chunks (sub-batched products)
 Each (round, part) runs in a fresh subprocess: trace, execute once (memory: the growth of the
 process's resident set over that first execution, i.e. the tensors it keeps alive at its peak),
 then `--calls` timed calls. Rounds interleave the parts; the table reports medians and ratios to
@@ -26,7 +30,7 @@ import subprocess
 import sys
 import time
 
-PARTS = ("lower", "dev", "nested", "hvp1", "hvpK", "mixed", "upper")
+PARTS = ("lower", "dev", "nested", "hvp1", "hvpK", "mixed", "upper", "fwd_hvp1", "fwd_hvpK", "fwd_mixed", "upper_chunks")
 
 
 def _rss_mib():
@@ -34,7 +38,7 @@ def _rss_mib():
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _functions(model, batch, dev, terms):
+def _functions(model, batch, dev, terms, chunks):
     import tensorflow as tf
     from tfaux.hypergrad import zeros_for_none
 
@@ -63,7 +67,26 @@ def _functions(model, batch, dev, terms):
             grad = zeros_for_none(inner.gradient(loss, theta), theta)
         return zeros_for_none(outer.gradient(grad, phi, output_gradients=vector), phi)
 
-    return {"lower": lambda: gradient(lambda: model.lower_objective(batch), model.theta.trained),
+    def directional(u, variables):
+        with tf.GradientTape() as tape:
+            with tf.autodiff.ForwardAccumulator([getattr(v, "value", v) for v in theta], u) as acc:
+                loss = model.lower_objective(batch)
+            d = acc.jvp(loss)
+        return zeros_for_none(tape.gradient(d, variables), variables)
+
+    def fwd_hvps(count):
+        out = vector
+        for _ in range(count):
+            out = directional(out, theta)
+        return out
+
+    def upper_chunks():
+        model.hvp_chunks = chunks
+        return model.hypergradient(batch, dev)[0]
+
+    return {"upper_chunks": upper_chunks, "fwd_hvp1": lambda: fwd_hvps(1), "fwd_hvpK": lambda: fwd_hvps(terms),
+            "fwd_mixed": lambda: directional(vector, phi),
+            "lower": lambda: gradient(lambda: model.lower_objective(batch), model.theta.trained),
             "dev": lambda: gradient(lambda: model.dev_objective(dev), theta + phi),
             "nested": lambda: hvps(0), "hvp1": lambda: hvps(1), "hvpK": lambda: hvps(terms),
             "mixed": mixed, "upper": lambda: model.hypergradient(batch, dev)[0]}
@@ -88,7 +111,7 @@ def worker(args):
                                  solver=hypergrad.Neumann(terms=args.terms), hessian_scope=args.hessian_scope)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     pair = next(iter(data.train_with_dev(args.batch_size, 32)))
-    function = tf.function(_functions(model, pair["train"], pair["dev"], args.terms)[args.part])
+    function = tf.function(_functions(model, pair["train"], pair["dev"], args.terms, args.hvp_chunks)[args.part])
     function.get_concrete_function()
 
     def run():
@@ -114,6 +137,7 @@ def main():
     p.add_argument("--dev_size", type=int, default=100)
     p.add_argument("--terms", type=int, default=3, help="Neumann terms K.")
     p.add_argument("--hessian_scope", default="all")
+    p.add_argument("--hvp_chunks", type=int, default=4, help="sub-batches of the upper_chunks part")
     p.add_argument("--calls", type=int, default=5, help="Timed calls per (round, part).")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--part", default=None, help=argparse.SUPPRESS)  # worker mode

@@ -33,9 +33,11 @@ def _model(solver, upper_optimizer=None, hvp_chunks=1):
 
 
 def test_model_hypergradient_conjugate_gradient_matches_finite_differences():
+    """Eagerly and traced (where the solver's iterations are one while loop)."""
     model, batch, dev, problem = _model(hypergrad.ConjugateGradient(iterations=10))
-    (hyper,), _ = model.hypergradient(batch, dev)
-    assert relative_error(hyper.numpy()[:, 0], problem.finite_difference()) < 2e-3
+    for hypergradient in (model.hypergradient, tf.function(model.hypergradient)):
+        (hyper,), _ = hypergradient(batch, dev)
+        assert relative_error(hyper.numpy()[:, 0], problem.finite_difference()) < 2e-3
 
 
 def test_model_hypergradient_neumann_matches_with_many_terms():

@@ -39,6 +39,17 @@ def _dot(xs, ys):
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(xs, ys)])
 
 
+def _repeat(count, step, state, loop):
+    """state <- step(*state), `count` times: a sequential tf.while_loop when `loop` (one copy
+    of the Hessian-vector product's graph instead of `count`), else unrolled."""
+    if not loop or count < 2:
+        for _ in range(count):
+            state = step(*state)
+        return state
+    return tf.while_loop(lambda j, *_: j < count, lambda j, *s: (j + 1, *step(*s)), (tf.constant(0), *state),
+                         parallel_iterations=1)[1:]
+
+
 @dataclasses.dataclass(frozen=True)
 class Neumann:
     """H^{-1} v ~= alpha * sum_{j=0..K} (I - alpha H)^j v  (Lorraine et al. 2020).
@@ -50,16 +61,16 @@ class Neumann:
     terms: int = 3
     alpha: float | None = None
 
-    def __call__(self, hvp, v, alpha=None):
+    def __call__(self, hvp, v, alpha=None, loop=False):
         alpha = self.alpha if self.alpha is not None else alpha  # the solver's own alpha wins
         if alpha is None:
             raise ValueError("Neumann needs alpha (the series step size).")
-        term = list(v)
-        total = list(v)
-        for _ in range(self.terms):
-            hv = hvp(term)
-            term = [t - alpha * h for t, h in zip(term, hv)]
-            total = [s + t for s, t in zip(total, term)]
+
+        def step(term, total):
+            term = [t - alpha * h for t, h in zip(term, hvp(term))]
+            return term, [s + t for s, t in zip(total, term)]
+
+        _, total = _repeat(self.terms, step, (list(v), list(v)), loop)
         return [alpha * s for s in total]
 
 
@@ -71,25 +82,22 @@ class ConjugateGradient:
     damping: float = 0.0
     tolerance: float = 1e-20
 
-    def __call__(self, hvp, v, alpha=None):
+    def __call__(self, hvp, v, alpha=None, loop=False):
         def op(u):
             return [h + self.damping * x for h, x in zip(hvp(u), u)]
 
-        x = [tf.zeros_like(t) for t in v]
-        r = list(v)
-        p = list(v)
-        rs = _dot(r, r)
-        for _ in range(self.iterations):
+        def step(x, r, p, rs):
             ap = op(p)
             pap = _dot(p, ap)
             active = tf.logical_and(rs > self.tolerance, tf.abs(pap) > 0.0)
-            step = tf.where(active, rs / tf.where(active, pap, 1.0), 0.0)
-            x = [xi + step * pi for xi, pi in zip(x, p)]
-            r = [ri - step * api for ri, api in zip(r, ap)]
+            size = tf.where(active, rs / tf.where(active, pap, 1.0), 0.0)
+            x = [xi + size * pi for xi, pi in zip(x, p)]
+            r = [ri - size * api for ri, api in zip(r, ap)]
             rs_new = _dot(r, r)
             beta = tf.where(active, rs_new / tf.where(active, rs, 1.0), 0.0)
-            p = [ri + beta * pi for ri, pi in zip(r, p)]
-            rs = rs_new
+            return x, r, [ri + beta * pi for ri, pi in zip(r, p)], rs_new
+
+        x, *_ = _repeat(self.iterations, step, ([tf.zeros_like(t) for t in v], list(v), list(v), _dot(v, v)), loop)
         return x
 
 
@@ -173,12 +181,14 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     dev_grads = dev_tape.gradient(dev_loss, list(theta) + list(phi))
     v = reduce(zeros_for_none(dev_grads[:len(theta)], theta))
     direct = zeros_for_none(dev_grads[len(theta):], phi)
+    loop = not tf.distribute.has_strategy()  # replica functions may not all-reduce inside a while loop
 
     if chunks > 1:
         if train_batch is None:
             raise ValueError("chunks > 1 needs the training batch (train_batch).")
         product = _chunked_products(train_loss_fn, train_batch, theta, chunks)
-        inverse_hvp = [tf.stop_gradient(t) for t in solver(lambda u: reduce(product(u, theta)), v, alpha=alpha)]
+        inverse_hvp = [tf.stop_gradient(t) for t in solver(lambda u: reduce(product(u, theta)), v, alpha=alpha,
+                                                           loop=loop)]
         mixed = product(inverse_hvp, phi)
         return [d - m for d, m in zip(direct, mixed)], dev_loss
 
@@ -190,7 +200,7 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     def hvp(u):
         return reduce(zeros_for_none(outer.gradient(grad_theta, theta, output_gradients=u), theta))
 
-    inverse_hvp = [tf.stop_gradient(t) for t in solver(hvp, v, alpha=alpha)]
+    inverse_hvp = [tf.stop_gradient(t) for t in solver(hvp, v, alpha=alpha, loop=loop)]
     mixed = outer.gradient(grad_theta, phi, output_gradients=inverse_hvp)
     del outer
     hyper = [d - tf.convert_to_tensor(m) for d, m in zip(direct, zeros_for_none(mixed, phi))]
