@@ -42,10 +42,10 @@ def _train(strategy, method, initial=None):
 
 
 @pytest.mark.parametrize("method", ["jtds", "jtds_normalized", "njtds", "gcs", "mgda", "ptl", "adaloss", "dtg_auxl",
-                                    "jtds/2"])
+                                    "jtds/2", "dtg_auxl/2"])
 def test_mirrored_two_devices_equals_one_device(method, two_devices):
-    """jtds/2 (sub-batched Hessian-vector products, synchronised BatchNorm) runs its one device
-    without a strategy, i.e. through the while loop, and its mirrored run unrolled."""
+    """jtds/2 and dtg_auxl/2 (sub-batched Hessian-vector products, synchronised BatchNorm) run their one device
+    without a strategy, i.e. through the while loop, and their mirrored runs unrolled."""
     one = tf.distribute.get_strategy() if "/" in method else tf.distribute.OneDeviceStrategy("/cpu:0")
     start, single = _train(one, method)
     _, mirrored = _train(two_devices, method, initial=start)

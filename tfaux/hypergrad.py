@@ -16,13 +16,14 @@ AuxiliaryModel feeds its upper optimizer that reference scale (tfaux.upper), so 
 papers' learning rates and clip norms apply as published.
 
 Hessian-vector products are double-backward products from one persistent nested
-tape, so the training loss and its gradient are computed once per upper step. With
-`chunks=N > 1` each product (and the mixed term) is instead the mean over N interleaved
-sub-batches (rows c, c + N, ...) of that sub-batch's own product, recomputed one sub-batch
-at a time: the tensors alive at once shrink about N-fold, for one more gradient per
-product. It is exact when the training objective is a mean of per-example terms and N
-divides the batch; a batch-coupled layer (BatchNorm) or statistic (JTDS' loss z-scores)
-then uses each sub-batch's own statistics.
+tape, so the training loss and its gradient are computed once per upper step. Outside
+replica functions the solver's steps run as one sequential while loop (one copy of the
+product's graph instead of K). With `chunks=N > 1` each product (and the mixed term) is
+instead the mean over N interleaved sub-batches (rows c, c + N, ...) of that sub-batch's
+own product, recomputed one sub-batch at a time: the upper step's tensors shrink about
+N-fold, for one more gradient per product. It is exact when the training objective is a
+mean of per-example terms and N divides the batch; a batch-coupled layer (BatchNorm) or
+statistic (JTDS' loss z-scores) then uses each sub-batch's own statistics.
 """
 
 import dataclasses
@@ -39,19 +40,32 @@ def _dot(xs, ys):
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(xs, ys)])
 
 
-def _repeat(count, step, state, loop):
-    """state <- step(*state), `count` times: a sequential tf.while_loop when `loop` (one copy
-    of the Hessian-vector product's graph instead of `count`), else unrolled."""
-    if not loop or count < 2:
-        for _ in range(count):
-            state = step(*state)
-        return state
-    return tf.while_loop(lambda j, *_: j < count, lambda j, *s: (j + 1, *step(*s)), (tf.constant(0), *state),
-                         parallel_iterations=1)[1:]
+class IterativeSolver:
+    """An inverse-Hessian-vector solver as a state machine: `start(v, alpha)`, then `steps` times
+    u = `vector(state)`, state = `update(state, H u, alpha)`; `result(state, alpha)` ~= H^{-1} v.
+    Calling it runs the steps with `hvp`, unrolled or (loop=True) as one sequential while loop,
+    so the traced graph holds one copy of the Hessian-vector product instead of `steps`."""
+
+    steps = 0
+
+    def _alpha(self, alpha):
+        return alpha
+
+    def __call__(self, hvp, v, alpha=None, loop=False):
+        alpha = self._alpha(alpha)
+        state = self.start(v, alpha)
+        if not loop or self.steps < 2:
+            for _ in range(self.steps):
+                state = self.update(state, hvp(self.vector(state)), alpha)
+        else:
+            state = tf.while_loop(lambda j, *_: j < self.steps,
+                                  lambda j, *s: (j + 1, *self.update(s, hvp(self.vector(s)), alpha)),
+                                  (tf.constant(0), *state), parallel_iterations=1)[1:]
+        return self.result(state, alpha)
 
 
 @dataclasses.dataclass(frozen=True)
-class Neumann:
+class Neumann(IterativeSolver):
     """H^{-1} v ~= alpha * sum_{j=0..K} (I - alpha H)^j v  (Lorraine et al. 2020).
 
     Converges when 0 < alpha < 2 / lambda_max(H); `alpha=None` lets the caller
@@ -61,44 +75,63 @@ class Neumann:
     terms: int = 3
     alpha: float | None = None
 
-    def __call__(self, hvp, v, alpha=None, loop=False):
+    @property
+    def steps(self):
+        return self.terms
+
+    def _alpha(self, alpha):
         alpha = self.alpha if self.alpha is not None else alpha  # the solver's own alpha wins
         if alpha is None:
             raise ValueError("Neumann needs alpha (the series step size).")
+        return alpha
 
-        def step(term, total):
-            term = [t - alpha * h for t, h in zip(term, hvp(term))]
-            return term, [s + t for s, t in zip(total, term)]
+    def start(self, v, alpha):
+        return list(v), list(v)  # the current term (I - alpha H)^j v and the running sum
 
-        _, total = _repeat(self.terms, step, (list(v), list(v)), loop)
-        return [alpha * s for s in total]
+    def vector(self, state):
+        return state[0]
+
+    def update(self, state, hv, alpha):
+        term, total = state
+        term = [t - alpha * h for t, h in zip(term, hv)]
+        return term, [s + t for s, t in zip(total, term)]
+
+    def result(self, state, alpha):
+        return [alpha * s for s in state[1]]
 
 
 @dataclasses.dataclass(frozen=True)
-class ConjugateGradient:
+class ConjugateGradient(IterativeSolver):
     """Solve (H + damping I) x = v by `iterations` steps of conjugate gradient."""
 
     iterations: int = 20
     damping: float = 0.0
     tolerance: float = 1e-20
 
-    def __call__(self, hvp, v, alpha=None, loop=False):
-        def op(u):
-            return [h + self.damping * x for h, x in zip(hvp(u), u)]
+    @property
+    def steps(self):
+        return self.iterations
 
-        def step(x, r, p, rs):
-            ap = op(p)
-            pap = _dot(p, ap)
-            active = tf.logical_and(rs > self.tolerance, tf.abs(pap) > 0.0)
-            size = tf.where(active, rs / tf.where(active, pap, 1.0), 0.0)
-            x = [xi + size * pi for xi, pi in zip(x, p)]
-            r = [ri - size * api for ri, api in zip(r, ap)]
-            rs_new = _dot(r, r)
-            beta = tf.where(active, rs_new / tf.where(active, rs, 1.0), 0.0)
-            return x, r, [ri + beta * pi for ri, pi in zip(r, p)], rs_new
+    def start(self, v, alpha):
+        return [tf.zeros_like(t) for t in v], list(v), list(v), _dot(v, v)  # x, residual r, direction p, r.r
 
-        x, *_ = _repeat(self.iterations, step, ([tf.zeros_like(t) for t in v], list(v), list(v), _dot(v, v)), loop)
-        return x
+    def vector(self, state):
+        return state[2]
+
+    def update(self, state, hv, alpha):
+        x, r, p, rs = state
+        ap = [h + self.damping * pi for h, pi in zip(hv, p)]
+        pap = _dot(p, ap)
+        active = tf.logical_and(rs > self.tolerance, tf.abs(pap) > 0.0)
+        size = tf.where(active, rs / tf.where(active, pap, 1.0), 0.0)
+        x = [xi + size * pi for xi, pi in zip(x, p)]
+        r = [ri - size * api for ri, api in zip(r, ap)]
+        rs_new = _dot(r, r)
+        beta = tf.where(active, rs_new / tf.where(active, rs, 1.0), 0.0)
+        return x, r, [ri + beta * pi for ri, pi in zip(r, p)], rs_new
+
+    def result(self, state, alpha):
+        return state[0]
 
 
 def exact_inverse_hvp(hvp, v):
@@ -128,38 +161,54 @@ def interleaved_rows(batch, chunk, chunks):
     return tf.nest.map_structure(lambda t: t[chunk::chunks], batch)
 
 
-def _chunk_mean(product, chunks, like):
-    """(1/chunks) sum_c product(c), one chunk at a time. In a replica function of a
-    tf.distribute strategy the chunks are unrolled, since all-reduces (synchronised
-    BatchNorm, global counts) may not run inside a while loop there; elsewhere a
-    sequential while loop keeps one chunk's tensors alive at a time."""
-    if tf.distribute.has_strategy():
+def _chunk_product(train_loss_fn, train_batch, theta, chunks):
+    """(c, u, wrt) -> (grad_wrt grad_theta L_t(sub-batch c)) u, from the sub-batch's own nested
+    tape, so no tape outlives one sub-batch's product."""
+
+    def product(c, u, wrt):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = train_loss_fn(interleaved_rows(train_batch, c, chunks))
+            grad = zeros_for_none(inner.gradient(loss, theta), theta)
+        return zeros_for_none(outer.gradient(grad, wrt, output_gradients=u), wrt)
+
+    return product
+
+
+def _chunk_mean(product, chunks, loop, like):
+    """(1/chunks) sum_c product(c): one sub-batch at a time in a sequential while loop, or unrolled."""
+    if loop:
+        total = tf.while_loop(lambda c, _: c < chunks,
+                              lambda c, acc: (c + 1, [a + b for a, b in zip(acc, product(c))]),
+                              (tf.constant(0), [tf.zeros_like(v) for v in like]), parallel_iterations=1)[1]
+    else:
         total = product(0)
         for c in range(1, chunks):
             total = [a + b for a, b in zip(total, product(c))]
-    else:
-        zeros = [tf.zeros_like(v) for v in like]
-        total = tf.while_loop(lambda c, _: c < chunks,
-                              lambda c, acc: (c + 1, [a + b for a, b in zip(acc, product(c))]),
-                              (tf.constant(0), zeros), parallel_iterations=1)[1]
     return [t / float(chunks) for t in total]
 
 
-def _chunked_products(train_loss_fn, train_batch, theta, chunks):
-    """The products u -> (grad_w grad_theta L_t) u, as means over `chunks` sub-batches, each
-    recomputed from its own nested tape (no tape outlives one sub-batch's product)."""
+def _solve_in_chunks(solver, product, v, alpha, chunks, reduce, loop, theta):
+    """The solver's steps with H u = reduce((1/chunks) sum_c H_c u). With `loop`, one while loop
+    runs steps x chunks sub-batch products (while loops must not nest: TensorFlow's add-ops
+    rewrite then fails in some models), updating the solver's state after each last chunk."""
+    if not isinstance(solver, IterativeSolver):
+        raise ValueError("Sub-batched Hessian-vector products need an IterativeSolver (Neumann or "
+                         f"ConjugateGradient), got {type(solver).__name__}.")
+    if not loop:
+        return solver(lambda u: reduce(_chunk_mean(lambda c: product(c, u, theta), chunks, False, theta)), v, alpha)
+    alpha = solver._alpha(alpha)
 
-    def product(u, wrt):
-        def one(c):
-            with tf.GradientTape() as outer:
-                with tf.GradientTape() as inner:
-                    loss = train_loss_fn(interleaved_rows(train_batch, c, chunks))
-                grad = zeros_for_none(inner.gradient(loss, theta), theta)
-            return zeros_for_none(outer.gradient(grad, wrt, output_gradients=u), wrt)
+    def body(i, acc, *state):
+        acc = [a + h for a, h in zip(acc, product(i % chunks, solver.vector(state), theta))]
+        last = tf.equal(i % chunks, chunks - 1)
+        state = tf.cond(last, lambda: tuple(solver.update(state, reduce([a / float(chunks) for a in acc]), alpha)),
+                        lambda: tuple(state))
+        return (i + 1, [tf.where(last, tf.zeros_like(a), a) for a in acc], *state)
 
-        return _chunk_mean(one, chunks, wrt)
-
-    return product
+    start = (tf.constant(0), [tf.zeros_like(t) for t in v], *solver.start(v, alpha))
+    state = tf.while_loop(lambda i, *_: i < solver.steps * chunks, body, start, parallel_iterations=1)[2:]
+    return solver.result(state, alpha)
 
 
 def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha=None,
@@ -186,10 +235,10 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     if chunks > 1:
         if train_batch is None:
             raise ValueError("chunks > 1 needs the training batch (train_batch).")
-        product = _chunked_products(train_loss_fn, train_batch, theta, chunks)
-        inverse_hvp = [tf.stop_gradient(t) for t in solver(lambda u: reduce(product(u, theta)), v, alpha=alpha,
-                                                           loop=loop)]
-        mixed = product(inverse_hvp, phi)
+        product = _chunk_product(train_loss_fn, train_batch, theta, chunks)
+        inverse_hvp = [tf.stop_gradient(t) for t in
+                       _solve_in_chunks(solver, product, v, alpha, chunks, reduce, loop, theta)]
+        mixed = _chunk_mean(lambda c: product(c, inverse_hvp, phi), chunks, loop, phi)
         return [d - m for d, m in zip(direct, mixed)], dev_loss
 
     with tf.GradientTape(persistent=True) as outer:
