@@ -8,6 +8,7 @@ finite differences of L_dev(theta*(W)).
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfaux
@@ -100,3 +101,8 @@ def test_sub_batched_hypergradient_matches_finite_differences():
     (traced,), _ = tf.function(model.hypergradient)(batch, dev)
     assert relative_error(eager.numpy()[:, 0], reference) < 2e-3
     assert relative_error(traced.numpy()[:, 0], reference) < 2e-3
+
+
+def test_sub_batches_need_an_iterative_solver():
+    with pytest.raises(ValueError, match="hvp_chunks=2 needs an IterativeSolver"):
+        _model(lambda hvp, v, alpha=None, loop=False: hypergrad.exact_inverse_hvp(hvp, v), hvp_chunks=2)

@@ -48,11 +48,11 @@ class IterativeSolver:
 
     steps = 0
 
-    def _alpha(self, alpha):
+    def resolve_alpha(self, alpha):
         return alpha
 
     def __call__(self, hvp, v, alpha=None, loop=False):
-        alpha = self._alpha(alpha)
+        alpha = self.resolve_alpha(alpha)
         state = self.start(v, alpha)
         if not loop or self.steps < 2:
             for _ in range(self.steps):
@@ -79,7 +79,7 @@ class Neumann(IterativeSolver):
     def steps(self):
         return self.terms
 
-    def _alpha(self, alpha):
+    def resolve_alpha(self, alpha):
         alpha = self.alpha if self.alpha is not None else alpha  # the solver's own alpha wins
         if alpha is None:
             raise ValueError("Neumann needs alpha (the series step size).")
@@ -197,7 +197,7 @@ def _solve_in_chunks(solver, product, v, alpha, chunks, reduce, loop, theta):
                          f"ConjugateGradient), got {type(solver).__name__}.")
     if not loop:
         return solver(lambda u: reduce(_chunk_mean(lambda c: product(c, u, theta), chunks, False, theta)), v, alpha)
-    alpha = solver._alpha(alpha)
+    alpha = solver.resolve_alpha(alpha)
 
     def body(i, acc, *state):
         acc = [a + h for a, h in zip(acc, product(i % chunks, solver.vector(state), theta))]

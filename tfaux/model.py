@@ -154,6 +154,9 @@ class AuxiliaryModel(keras.Model):
         self.solver = strategy.solver or solver or hypergrad.Neumann(terms=3)  # a method's own solver wins
         self.hessian_scope = hessian_scope
         self.hvp_chunks = int(hvp_chunks)
+        if self.hvp_chunks > 1 and not isinstance(self.solver, hypergrad.IterativeSolver):
+            raise ValueError(f"hvp_chunks={self.hvp_chunks} needs an IterativeSolver (Neumann or ConjugateGradient), "
+                             f"got {type(self.solver).__name__}.")
         self.upper = upper or strategy.upper_defaults
         if not isinstance(self.upper, UpperSettings):
             raise ValueError(f"upper must be a tfaux.upper.UpperSettings, got {type(self.upper).__name__}.")
