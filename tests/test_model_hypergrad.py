@@ -34,7 +34,7 @@ def _model(solver, upper_optimizer=None, hvp_chunks=1):
 
 
 def test_model_hypergradient_conjugate_gradient_matches_finite_differences():
-    """Eagerly and traced (where the solver's iterations are one while loop)."""
+    """Eagerly and traced."""
     model, batch, dev, problem = _model(hypergrad.ConjugateGradient(iterations=10))
     for hypergradient in (model.hypergradient, tf.function(model.hypergradient)):
         (hyper,), _ = hypergradient(batch, dev)

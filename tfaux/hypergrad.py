@@ -16,11 +16,11 @@ AuxiliaryModel feeds its upper optimizer that reference scale (tfaux.upper), so 
 papers' learning rates and clip norms apply as published.
 
 Hessian-vector products are double-backward products from one persistent nested
-tape, so the training loss and its gradient are computed once per upper step. Outside
-replica functions the solver's steps run as one sequential while loop (one copy of the
-product's graph instead of K). With `chunks=N > 1` each product (and the mixed term) is
-instead the mean over N interleaved sub-batches (rows c, c + N, ...) of that sub-batch's
-own product, recomputed one sub-batch at a time: the upper step's tensors shrink about
+tape, so the training loss and its gradient are computed once per upper step. With
+`chunks=N > 1` each product (and the mixed term) is instead the mean over N interleaved
+sub-batches (rows c, c + N, ...) of that sub-batch's own product, recomputed one sub-batch
+at a time, outside replica functions in one sequential while loop over the solver's steps
+and the sub-batches (one copy of the product's graph): the upper step's tensors shrink about
 N-fold, for one more gradient per product. It is exact when the training objective is a
 mean of per-example terms and N divides the batch; a batch-coupled layer (BatchNorm) or
 statistic (JTDS' loss z-scores) then uses each sub-batch's own statistics.
@@ -230,9 +230,8 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     dev_grads = dev_tape.gradient(dev_loss, list(theta) + list(phi))
     v = reduce(zeros_for_none(dev_grads[:len(theta)], theta))
     direct = zeros_for_none(dev_grads[len(theta):], phi)
-    loop = not tf.distribute.has_strategy()  # replica functions may not all-reduce inside a while loop
-
     if chunks > 1:
+        loop = not tf.distribute.has_strategy()  # replica functions may not all-reduce inside a while loop
         if train_batch is None:
             raise ValueError("chunks > 1 needs the training batch (train_batch).")
         product = _chunk_product(train_loss_fn, train_batch, theta, chunks)
@@ -249,7 +248,8 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     def hvp(u):
         return reduce(zeros_for_none(outer.gradient(grad_theta, theta, output_gradients=u), theta))
 
-    inverse_hvp = [tf.stop_gradient(t) for t in solver(hvp, v, alpha=alpha, loop=loop)]
+    # Unrolled: in a while loop, BatchNorm's double backward makes oneDNN log an error-level notice.
+    inverse_hvp = [tf.stop_gradient(t) for t in solver(hvp, v, alpha=alpha)]
     mixed = outer.gradient(grad_theta, phi, output_gradients=inverse_hvp)
     del outer
     hyper = [d - tf.convert_to_tensor(m) for d, m in zip(direct, zeros_for_none(mixed, phi))]
