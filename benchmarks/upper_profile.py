@@ -140,14 +140,18 @@ def main():
     p.add_argument("--hvp_chunks", type=int, default=4, help="sub-batches of the upper_chunks part")
     p.add_argument("--calls", type=int, default=5, help="Timed calls per (round, part).")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run (lower is always run)")
     p.add_argument("--part", default=None, help=argparse.SUPPRESS)  # worker mode
     args = p.parse_args()
     if args.part:
         return worker(args)
-    results = {part: [] for part in PARTS}
-    base = [a for a in sys.argv[1:] if not a.startswith("--rounds")]
+    parts = ["lower"] + [name for name in args.parts.split(",") if name in PARTS and name != "lower"]
+    if unknown := [name for name in args.parts.split(",") if name not in PARTS]:
+        p.error(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
+    results = {part: [] for part in parts}
+    base = [a for a in sys.argv[1:] if not a.startswith(("--rounds", "--parts"))]
     for r in range(args.rounds):
-        for part in PARTS:
+        for part in parts:
             out = subprocess.run([sys.executable, "-m", "benchmarks.upper_profile", *base, f"--part={part}"],
                                  capture_output=True, text=True, check=True).stdout
             results[part].append(json.loads(out.strip().splitlines()[-1]))
@@ -159,7 +163,7 @@ def main():
     print(f"Medians of {args.rounds} interleaved rounds x {args.calls} calls; memory: resident-set growth over the "
           "first execution.\n")
     print("| part | ms | × lower step | memory MiB | × lower step |\n|---|---|---|---|---|")
-    for part in PARTS:
+    for part in parts:
         print(f"| {part} | {1000 * seconds[part]:.1f} | {seconds[part] / seconds['lower']:.2f} | "
               f"{memory[part]:.0f} | {memory[part] / max(memory['lower'], 1e-9):.2f} |")
 
