@@ -10,7 +10,7 @@ from tfaux import hypergrad
 from tfaux.closed_form import WeightedRidge, relative_error
 
 
-def exact(hvp, v, alpha=None, loop=False):
+def exact(hvp, v, alpha=None):
     return hypergrad.exact_inverse_hvp(hvp, v)
 
 

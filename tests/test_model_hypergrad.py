@@ -105,4 +105,4 @@ def test_sub_batched_hypergradient_matches_finite_differences():
 
 def test_sub_batches_need_an_iterative_solver():
     with pytest.raises(ValueError, match="hvp_chunks=2 needs an IterativeSolver"):
-        _model(lambda hvp, v, alpha=None, loop=False: hypergrad.exact_inverse_hvp(hvp, v), hvp_chunks=2)
+        _model(lambda hvp, v, alpha=None: hypergrad.exact_inverse_hvp(hvp, v), hvp_chunks=2)

@@ -43,24 +43,19 @@ def _dot(xs, ys):
 class IterativeSolver:
     """An inverse-Hessian-vector solver as a state machine: `start(v, alpha)`, then `steps` times
     u = `vector(state)`, state = `update(state, H u, alpha)`; `result(state, alpha)` ~= H^{-1} v.
-    Calling it runs the steps with `hvp`, unrolled or (loop=True) as one sequential while loop,
-    so the traced graph holds one copy of the Hessian-vector product instead of `steps`."""
+    Calling it runs the steps with `hvp`; the sub-batched path drives the state machine itself
+    (one flat while loop over steps x sub-batches)."""
 
     steps = 0
 
     def resolve_alpha(self, alpha):
         return alpha
 
-    def __call__(self, hvp, v, alpha=None, loop=False):
+    def __call__(self, hvp, v, alpha=None):
         alpha = self.resolve_alpha(alpha)
         state = self.start(v, alpha)
-        if not loop or self.steps < 2:
-            for _ in range(self.steps):
-                state = self.update(state, hvp(self.vector(state)), alpha)
-        else:
-            state = tf.while_loop(lambda j, *_: j < self.steps,
-                                  lambda j, *s: (j + 1, *self.update(s, hvp(self.vector(s)), alpha)),
-                                  (tf.constant(0), *state), parallel_iterations=1)[1:]
+        for _ in range(self.steps):
+            state = self.update(state, hvp(self.vector(state)), alpha)
         return self.result(state, alpha)
 
 
@@ -231,9 +226,9 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     v = reduce(zeros_for_none(dev_grads[:len(theta)], theta))
     direct = zeros_for_none(dev_grads[len(theta):], phi)
     if chunks > 1:
-        loop = not tf.distribute.has_strategy()  # replica functions may not all-reduce inside a while loop
         if train_batch is None:
             raise ValueError("chunks > 1 needs the training batch (train_batch).")
+        loop = not tf.distribute.has_strategy()  # replica functions may not all-reduce inside a while loop
         product = _chunk_product(train_loss_fn, train_batch, theta, chunks)
         inverse_hvp = [tf.stop_gradient(t) for t in
                        _solve_in_chunks(solver, product, v, alpha, chunks, reduce, loop, theta)]
