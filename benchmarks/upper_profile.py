@@ -12,6 +12,9 @@ tfaux.hypergrad.implicit_hypergradient taken apart):
                the same products reverse-over-forward: each the gradient of a directional derivative
                (tf.autodiff.ForwardAccumulator inside a tape), recomputed per product, no nested tape
   upper_chunks the whole hypergradient with hvp_chunks = --hvp_chunks (sub-batched products)
+  step         one whole lower step (AuxiliaryModel.train_step: gradient, optimizer update, metrics)
+  due_unfused  a due step as two passes: the hypergradient, then a lower step
+  due_fused    a due step as one pass (AuxiliaryModel.fused_step, the default on the exact path)
 Each (round, part) runs in a fresh subprocess: trace, execute once (memory: the growth of the
 process's resident set over that first execution, i.e. the tensors it keeps alive at its peak),
 then `--calls` timed calls. Rounds interleave the parts; the table reports medians and ratios to
@@ -30,7 +33,8 @@ import subprocess
 import sys
 import time
 
-PARTS = ("lower", "dev", "nested", "hvp1", "hvpK", "mixed", "upper", "fwd_hvp1", "fwd_hvpK", "fwd_mixed", "upper_chunks")
+PARTS = ("lower", "dev", "nested", "hvp1", "hvpK", "mixed", "upper", "fwd_hvp1", "fwd_hvpK", "fwd_mixed", "upper_chunks",
+         "step", "due_unfused", "due_fused")
 
 
 def _rss_mib():
@@ -84,7 +88,15 @@ def _functions(model, batch, dev, terms, chunks):
         model.hvp_chunks = chunks
         return model.hypergradient(batch, dev)[0]
 
-    return {"upper_chunks": upper_chunks, "fwd_hvp1": lambda: fwd_hvps(1), "fwd_hvpK": lambda: fwd_hvps(terms),
+    pair = {"train": batch, "dev": dev}
+
+    def due_unfused():
+        hyper = model.hypergradient(batch, dev)[0]
+        with tf.control_dependencies(hyper):
+            return hyper + [model.train_step(pair)["loss"]]
+
+    return {"step": lambda: [model.train_step(pair)["loss"]], "due_unfused": due_unfused,
+            "due_fused": lambda: model.fused_step(pair)[0], "upper_chunks": upper_chunks, "fwd_hvp1": lambda: fwd_hvps(1), "fwd_hvpK": lambda: fwd_hvps(terms),
             "fwd_mixed": lambda: directional(vector, phi),
             "lower": lambda: gradient(lambda: model.lower_objective(batch), model.theta.trained),
             "dev": lambda: gradient(lambda: model.dev_objective(dev), theta + phi),

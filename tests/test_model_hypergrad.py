@@ -67,6 +67,25 @@ def test_fit_upper_step_moves_phi_along_the_reference_scaled_hypergradient():
     assert abs(model.hypergrad_norm.numpy() - scaled_norm) < 2e-3 * scaled_norm
 
 
+def test_due_step_shares_its_pass_and_updates_theta_with_phi_before_the_upper_update():
+    """A due step on the exact path is one pass (fused_step): phi moves by the hypergradient at
+    theta* (checked above) and theta by -lr * grad L_t(theta*, phi_old), which is zero in closed
+    form; a lower step taken with the updated phi (two passes) would move theta by 0.01 * the
+    closed-form gradient at phi_new, checked here to be far larger than the tolerance."""
+    model, batch, dev, problem = _model(hypergrad.ConjugateGradient(iterations=10),
+                                        upper_optimizer=keras.optimizers.SGD(0.5))
+    assert model.fuses_lower_step
+    model.optimizer.iterations.assign(1)
+    model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": dev}), epochs=1, verbose=0)
+    theta_star = problem.theta_star()
+    phi_new = model.scheduler.table.numpy()[:, 0].astype(np.float64)
+    residual = problem.x @ theta_star - problem.y
+    gradient_at_phi_new = 2 * problem.x.T @ (np.log1p(np.exp(phi_new)) * residual) / problem.n + 2 * problem.lam * theta_star
+    moved = np.linalg.norm(model.heads[0].kernel.numpy()[:, 0] - theta_star)
+    assert moved < 1e-5
+    assert np.linalg.norm(0.01 * gradient_at_phi_new) > 100 * 1e-5
+
+
 def test_reference_update_clips_then_adds_weight_decay():
     """g = clip(h / alpha, c) + wd * phi, computed here with numpy from the true hypergradient."""
     alpha, clip, wd = 0.01, 0.05, 0.3

@@ -19,8 +19,9 @@ Hessian-vector products are double-backward products from one persistent nested
 tape, so the training loss and its gradient are computed once per upper step. With
 `chunks=N > 1` each product (and the mixed term) is instead the mean over N interleaved
 sub-batches (rows c, c + N, ...) of that sub-batch's own product, recomputed one sub-batch
-at a time, outside replica functions in one sequential while loop over the solver's steps
-and the sub-batches (one copy of the product's graph): the upper step's tensors shrink about
+at a time, outside replica functions in one sequential while loop over the solver's steps,
+the sub-batches and the mixed term (one copy of the product's graph, over theta and phi): the
+upper step's tensors shrink about
 N-fold, for one more gradient per product. It is exact when the training objective is a
 mean of per-example terms and N divides the batch; a batch-coupled layer (BatchNorm) or
 statistic (JTDS' loss z-scores) then uses each sub-batch's own statistics.
@@ -170,40 +171,69 @@ def _chunk_product(train_loss_fn, train_batch, theta, chunks):
     return product
 
 
-def _chunk_mean(product, chunks, loop, like):
-    """(1/chunks) sum_c product(c): one sub-batch at a time in a sequential while loop, or unrolled."""
-    if loop:
-        total = tf.while_loop(lambda c, _: c < chunks,
-                              lambda c, acc: (c + 1, [a + b for a, b in zip(acc, product(c))]),
-                              (tf.constant(0), [tf.zeros_like(v) for v in like]), parallel_iterations=1)[1]
-    else:
-        total = product(0)
-        for c in range(1, chunks):
-            total = [a + b for a, b in zip(total, product(c))]
+def _chunk_mean(product, chunks):
+    """(1/chunks) sum_c product(c), unrolled."""
+    total = product(0)
+    for c in range(1, chunks):
+        total = [a + b for a, b in zip(total, product(c))]
     return [t / float(chunks) for t in total]
 
 
-def _solve_in_chunks(solver, product, v, alpha, chunks, reduce, loop, theta):
-    """The solver's steps with H u = reduce((1/chunks) sum_c H_c u). With `loop`, one while loop
-    runs steps x chunks sub-batch products (while loops must not nest: TensorFlow's add-ops
-    rewrite then fails in some models), updating the solver's state after each last chunk."""
+def _mixed_in_chunks(solver, product, v, alpha, chunks, reduce, loop, theta, phi):
+    """grad_phi grad_theta L_t . H^{-1} v with H u = reduce((1/chunks) sum_c H_c u) and the mixed product
+    averaged over the sub-batches too. With `loop`, one sequential while loop runs the solver's
+    steps x chunks sub-batch products and then the chunks mixed products: every iteration is the
+    same product over theta and phi (one copy of its graph; the phi part is discarded while solving,
+    the theta part after), and the solver's state is updated after each step's last chunk. While
+    loops must not nest: TensorFlow's add-ops rewrite then fails in some models."""
     if not isinstance(solver, IterativeSolver):
         raise ValueError("Sub-batched Hessian-vector products need an IterativeSolver (Neumann or "
                          f"ConjugateGradient), got {type(solver).__name__}.")
     if not loop:
-        return solver(lambda u: reduce(_chunk_mean(lambda c: product(c, u, theta), chunks, False, theta)), v, alpha)
+        inverse = solver(lambda u: reduce(_chunk_mean(lambda c: product(c, u, theta), chunks)), v, alpha)
+        inverse = [tf.stop_gradient(t) for t in inverse]
+        return _chunk_mean(lambda c: product(c, inverse, phi), chunks)
     alpha = solver.resolve_alpha(alpha)
+    solving_steps = solver.steps * chunks
+    wrt = list(theta) + list(phi)
 
-    def body(i, acc, *state):
-        acc = [a + h for a, h in zip(acc, product(i % chunks, solver.vector(state), theta))]
-        last = tf.equal(i % chunks, chunks - 1)
+    def body(i, acc, mixed, *state):
+        solving = i < solving_steps
+        u = [tf.stop_gradient(tf.where(solving, a, b))
+             for a, b in zip(solver.vector(state), solver.result(state, alpha))]
+        grads = product(i % chunks, u, wrt)
+        acc = [a + tf.where(solving, h, 0.0) for a, h in zip(acc, grads[:len(theta)])]
+        mixed = [m + tf.where(solving, 0.0, g) for m, g in zip(mixed, grads[len(theta):])]
+        last = tf.logical_and(solving, tf.equal(i % chunks, chunks - 1))
         state = tf.cond(last, lambda: tuple(solver.update(state, reduce([a / float(chunks) for a in acc]), alpha)),
                         lambda: tuple(state))
-        return (i + 1, [tf.where(last, tf.zeros_like(a), a) for a in acc], *state)
+        return (i + 1, [tf.where(last, tf.zeros_like(a), a) for a in acc], mixed, *state)
 
-    start = (tf.constant(0), [tf.zeros_like(t) for t in v], *solver.start(v, alpha))
-    state = tf.while_loop(lambda i, *_: i < solver.steps * chunks, body, start, parallel_iterations=1)[2:]
-    return solver.result(state, alpha)
+    start = (tf.constant(0), [tf.zeros_like(t) for t in v], [tf.zeros_like(p) for p in phi], *solver.start(v, alpha))
+    mixed = tf.while_loop(lambda i, *_: i < solving_steps + chunks, body, start, parallel_iterations=1)[2]
+    return [m / float(chunks) for m in mixed]
+
+
+def dev_gradient(dev_loss_fn, theta, phi, reduce=lambda xs: xs):
+    """(v, direct, dev loss): v = reduce(grad_theta L_dev), the all-replica right-hand side of the
+    solve, and direct = d_phi L_dev, this replica's contribution."""
+    with tf.GradientTape() as tape:
+        dev_loss = dev_loss_fn()
+    grads = tape.gradient(dev_loss, list(theta) + list(phi))
+    return reduce(zeros_for_none(grads[:len(theta)], theta)), zeros_for_none(grads[len(theta):], phi), dev_loss
+
+
+def hypergradient_on_tape(outer, grad_theta, theta, phi, v, direct, solver, alpha=None, reduce=lambda xs: xs):
+    """direct - v^T H^{-1} grad_phi grad_theta L_t, given grad_theta = grad_theta L_t computed on the
+    persistent tape `outer` (the exact path: every product a double backward through that tape)."""
+
+    def hvp(u):
+        return reduce(zeros_for_none(outer.gradient(grad_theta, theta, output_gradients=u), theta))
+
+    # Unrolled: in a while loop, BatchNorm's double backward makes oneDNN log an error-level notice.
+    inverse_hvp = [tf.stop_gradient(t) for t in solver(hvp, v, alpha=alpha)]
+    mixed = zeros_for_none(outer.gradient(grad_theta, phi, output_gradients=inverse_hvp), phi)
+    return [d - m for d, m in zip(direct, mixed)]
 
 
 def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha=None,
@@ -220,32 +250,19 @@ def implicit_hypergradient(train_loss_fn, dev_loss_fn, theta, phi, solver, alpha
     this replica's contribution and still has to be summed by the caller.
     Returns (hypergradient list aligned with phi, this replica's dev loss).
     """
-    with tf.GradientTape() as dev_tape:
-        dev_loss = dev_loss_fn()
-    dev_grads = dev_tape.gradient(dev_loss, list(theta) + list(phi))
-    v = reduce(zeros_for_none(dev_grads[:len(theta)], theta))
-    direct = zeros_for_none(dev_grads[len(theta):], phi)
+    v, direct, dev_loss = dev_gradient(dev_loss_fn, theta, phi, reduce)
     if chunks > 1:
         if train_batch is None:
             raise ValueError("chunks > 1 needs the training batch (train_batch).")
         loop = not tf.distribute.has_strategy()  # replica functions may not all-reduce inside a while loop
         product = _chunk_product(train_loss_fn, train_batch, theta, chunks)
-        inverse_hvp = [tf.stop_gradient(t) for t in
-                       _solve_in_chunks(solver, product, v, alpha, chunks, reduce, loop, theta)]
-        mixed = _chunk_mean(lambda c: product(c, inverse_hvp, phi), chunks, loop, phi)
+        mixed = _mixed_in_chunks(solver, product, v, alpha, chunks, reduce, loop, theta, phi)
         return [d - m for d, m in zip(direct, mixed)], dev_loss
 
     with tf.GradientTape(persistent=True) as outer:
         with tf.GradientTape() as inner:
             train_loss = train_loss_fn() if train_batch is None else train_loss_fn(train_batch)
         grad_theta = zeros_for_none(inner.gradient(train_loss, theta), theta)
-
-    def hvp(u):
-        return reduce(zeros_for_none(outer.gradient(grad_theta, theta, output_gradients=u), theta))
-
-    # Unrolled: in a while loop, BatchNorm's double backward makes oneDNN log an error-level notice.
-    inverse_hvp = [tf.stop_gradient(t) for t in solver(hvp, v, alpha=alpha)]
-    mixed = outer.gradient(grad_theta, phi, output_gradients=inverse_hvp)
+    hyper = hypergradient_on_tape(outer, grad_theta, theta, phi, v, direct, solver, alpha, reduce)
     del outer
-    hyper = [d - tf.convert_to_tensor(m) for d, m in zip(direct, zeros_for_none(mixed, phi))]
     return hyper, dev_loss

@@ -404,17 +404,18 @@ class AuxiliaryModel(keras.Model):
         return logs
 
     # ------------------------------------------------------------------ steps
-    def train_step(self, data):
+    def _lower_pass(self, data):
+        """One lower step's forward: (forward, context, L_t with its regularization), on a tape."""
         batch = data["train"] if "train" in data else data
-        with tf.GradientTape(persistent=self.scheduler.persistent_tape) as tape:
-            forward = self.forward(batch, training=True)
-            regularization = self._regularization()
-            context = self._context(batch, forward, regularization)
-            if self.scheduler.main_data == "labelled" and "dev" in data:
-                context.main_objective = self.dev_objective(data["dev"]) * float(self.num_targets)
-            objective = self.scheduler.lower_loss(forward.losses, context) + regularization
-        grads = self.scheduler.lower_gradients(tape, objective, forward.losses, context, self.theta)
-        del tape
+        forward = self.forward(batch, training=True)
+        regularization = self._regularization()
+        context = self._context(batch, forward, regularization)
+        if self.scheduler.main_data == "labelled" and "dev" in data:
+            context.main_objective = self.dev_objective(data["dev"]) * float(self.num_targets)
+        return forward, context, self.scheduler.lower_loss(forward.losses, context) + regularization
+
+    def _apply_lower(self, grads, forward, context, objective):
+        """theta <- the lower optimizer's update, then the strategy's hook and the metrics."""
         used = [(g, v) for g, v in zip(grads, self.theta.trained) if g is not None]  # STL: aux heads idle
         self.optimizer.apply([g for g, _ in used], [v for _, v in used])
         self.scheduler.after_lower_step(context)
@@ -426,6 +427,13 @@ class AuxiliaryModel(keras.Model):
                 count = tf.reduce_sum(masks[:, k])
                 tracker.update_state(tf.reduce_sum(weights[:, k] * masks[:, k]) / tf.maximum(count, 1.0),
                                      sample_weight=count)
+
+    def train_step(self, data):
+        with tf.GradientTape(persistent=self.scheduler.persistent_tape) as tape:
+            forward, context, objective = self._lower_pass(data)
+        grads = self.scheduler.lower_gradients(tape, objective, forward.losses, context, self.theta)
+        del tape
+        self._apply_lower(grads, forward, context, objective)
         return self._logs()
 
     def test_step(self, data):
@@ -463,11 +471,47 @@ class AuxiliaryModel(keras.Model):
             self.lower_objective, lambda: self.scheduler.upper_objective(self, dev),
             self.hessian_variables(), phi, self.solver, alpha=self.upper_alpha(),
             reduce=distribute.replica_sum, train_batch=batch, chunks=self.hvp_chunks)
-        hyper = distribute.replica_sum(hyper)
+        return self._restored(saved, distribute.replica_sum(hyper), dev_loss)
+
+    def _restored(self, saved, hyper, dev_loss):
+        """(hyper, dev_loss), once the frozen state is put back to `saved`."""
         with tf.control_dependencies(hyper + [dev_loss]):
             for v, value in zip(self.frozen_state, saved):
                 v.assign(value)
         return [tf.identity(h) for h in hyper], tf.identity(dev_loss)
+
+    @property
+    def fuses_lower_step(self):
+        """Whether a due step runs as `fused_step`: the exact path (hvp_chunks = 1) of a strategy
+        whose lower gradient is the plain gradient of L_t (the protocol's default)."""
+        return (self.scheduler.bilevel and self.hvp_chunks == 1 and not self.scheduler.persistent_tape
+                and type(self.scheduler).lower_gradients is Strategy.lower_gradients)
+
+    def fused_step(self, data):
+        """Replica step of a due step on the exact path: the lower step and the hypergradient share
+        one forward and backward pass of L_t on the training batch, recorded on the nested tape
+        (one gradient fewer than an upper step followed by a lower step). The hypergradient is
+        taken at theta before this lower update, and this lower update uses phi before the upper
+        update. Returns what `hypergradient` returns; the BatchNorm statistics move with the
+        training batch only, as in a lower step."""
+        theta = self.hessian_variables()
+        with tf.GradientTape(persistent=True) as outer:
+            with tf.GradientTape() as tape:
+                forward, context, objective = self._lower_pass(data)
+            grads = tape.gradient(objective, self.theta.trained)
+        position = {id(v): k for k, v in enumerate(self.theta.trained)}
+        grad_theta = hypergrad.zeros_for_none([grads[position[id(v)]] for v in theta], theta)
+        phi = self.scheduler.upper_variables
+        saved = [tf.identity(v) for v in self.frozen_state]
+        v, direct, dev_loss = hypergrad.dev_gradient(lambda: self.scheduler.upper_objective(self, data["dev"]),
+                                                     theta, phi, distribute.replica_sum)
+        hyper = hypergrad.hypergradient_on_tape(outer, grad_theta, theta, phi, v, direct, self.solver,
+                                                alpha=self.upper_alpha(), reduce=distribute.replica_sum)
+        del outer
+        hyper, dev_loss = self._restored(saved, distribute.replica_sum(hyper), dev_loss)
+        with tf.control_dependencies(hyper):
+            self._apply_lower(grads, forward, context, objective)
+        return hyper, dev_loss
 
     def upper_gradient(self, hyper):
         """What the upper optimizer is fed (tfaux.upper): g = hyper / alpha, clipped to
@@ -485,10 +529,13 @@ class AuxiliaryModel(keras.Model):
         self.upper_optimizer.apply(distribute.for_optimizer(grads), self.scheduler.upper_variables)
 
     def upper_step(self, batch, dev):
-        """Cross-replica: one phi update; a non-finite hypergradient skips it with a warning.
-        Logs `hypergrad_norm`, the norm of g (reference scale) before clipping."""
+        """Cross-replica: one phi update from `hypergradient` (see `update_phi`)."""
+        return self.update_phi(*self.distribute_strategy.run(self.hypergradient, args=(batch, dev)))
+
+    def update_phi(self, hyper, dev_loss):
+        """Cross-replica: one phi update from per-replica hypergradients; a non-finite one skips it
+        with a warning. Logs `hypergrad_norm`, the norm of g (reference scale) before clipping."""
         strategy = self.distribute_strategy
-        hyper, dev_loss = strategy.run(self.hypergradient, args=(batch, dev))
         grads, norm = strategy.run(self.upper_gradient, args=(hyper,))
         norm = _first_replica(strategy, norm)
         finite = tf.math.is_finite(norm)
@@ -532,8 +579,18 @@ class AuxiliaryModel(keras.Model):
                                  f"{upper_stream}, batches of {{'train': ..., 'dev': ...}}.")
             step = self.optimizer.iterations
             due = tf.logical_and(step > 0, tf.equal(step % self.upper_interval, 0))
+
+            def lower():
+                return _first_replica(strategy, strategy.run(self.train_step, args=(data,)))
+
+            if self.fuses_lower_step:
+                def fused():
+                    self.update_phi(*strategy.run(self.fused_step, args=(data,)))
+                    return _first_replica(strategy, strategy.run(self._logs))
+
+                return tf.cond(due, fused, lower)
             tf.cond(due, lambda: self.upper_step(data["train"], data["dev"]), lambda: tf.constant(False))
-            return _first_replica(strategy, strategy.run(self.train_step, args=(data,)))
+            return lower()
 
         if not self.run_eagerly:
             one_step = tf.function(one_step, reduce_retracing=True, jit_compile=bool(self.jit_compile))
