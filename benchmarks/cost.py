@@ -1,7 +1,9 @@
 """Cost of every method relative to STL on the same model and data, in one run.
 
 Each (round, method) trains in a fresh subprocess: one warm-up epoch (tracing),
-then `--epochs` timed epochs; memory is the peak resident set size growth from
+then `--epochs` timed epochs (each from the start of its first step to the end of its last,
+so that tearing down a `--steps`-truncated input pipeline, which can block for seconds, is
+not counted; the median epoch); memory is the peak resident set size growth from
 just before `fit` (data and model already built) to the end. Rounds interleave the
 methods so that machine noise hits all of them alike; the table reports medians
 and ratios to STL. Defaults: ConvNet-4, batch 64, M = 20, K = 3, Hessian over all
@@ -67,9 +69,11 @@ def worker(args):
         train = train.take(args.steps)
     before = _rss_mib()
     model.fit(train, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(train, epochs=args.epochs, verbose=0)
-    seconds = (time.perf_counter() - start) / args.epochs
+    starts, ends = [], []
+    timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda *_: starts.append(time.perf_counter()),
+                                           on_epoch_end=lambda *_: ends.append(time.perf_counter()))
+    model.fit(train, epochs=args.epochs, verbose=0, callbacks=[timer])
+    seconds = statistics.median(e - s for s, e in zip(starts, ends))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"method": args.method, "epoch_seconds": seconds, "peak_growth_mib": peak - before,
                       "peak_rss_mib": peak}))
