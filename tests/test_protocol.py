@@ -202,6 +202,23 @@ def test_the_upper_step_leaves_batchnorm_statistics_unchanged():
     assert not np.allclose(bn.moving_mean.numpy(), before[0])
 
 
+def test_a_fused_due_step_moves_batchnorm_statistics_with_the_training_batch_only():
+    """fused_step (a due step as one pass) moves the moving mean once, by Keras' rule
+    0.99 m + 0.01 mean(input), with the training batch's input; not with the dev batch's."""
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization(), keras.layers.Activation("tanh")])
+    model = _model(strategies.JTDS(), tasks=[tfaux.Task("main", role="primary"), tfaux.Task("aux", kind="binary")],
+                   encoder=encoder)
+    assert model.fuses_lower_step
+    pair = next(iter(_streams()[1]))
+    bn = encoder.layers[1]
+    inputs = encoder.layers[0](pair["train"]["x"]).numpy()
+    expected = 0.99 * bn.moving_mean.numpy() + 0.01 * inputs.mean(0)
+    model.fused_step(pair)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert float(tf.linalg.global_norm(model.fused_step(pair)[0])) > 0
+
+
 def test_every_method_compiles_alike_without_xla_by_default():
     for name in ("stl", "jtds"):
         model = _model(strategies.get(name))

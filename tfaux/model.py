@@ -109,7 +109,9 @@ class AuxiliaryModel(keras.Model):
     strategy:       a tfaux.strategies.Strategy.
     input_spec:     nest of tf.TensorSpec of ONE example's x (no batch dim); builds the model.
     num_examples:   training-set size (N-JTDS keeps one weight per example).
-    upper_interval: M, lower steps per upper step.
+    upper_interval: M, lower steps per upper step. On the exact path (hvp_chunks = 1) a due step
+                    is one pass (`fused_step`): its lower step and the hypergradient share L_t's
+                    forward and backward, and its lower update uses phi before that upper update.
     solver:         hypergrad.Neumann(terms=K, alpha) or hypergrad.ConjugateGradient(...);
                     Neumann's alpha=None means the lower optimizer's learning rate. A strategy
                     that fixes its own (`strategy.solver`, e.g. MAXL's Neumann(terms=0)) overrides it.
