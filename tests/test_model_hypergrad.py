@@ -122,6 +122,15 @@ def test_sub_batched_hypergradient_matches_finite_differences():
     assert relative_error(traced.numpy()[:, 0], reference) < 2e-3
 
 
+def test_sub_batched_neumann_matches_finite_differences():
+    """The Neumann state machine in the sub-batch loop (solver steps, then the mixed term, in one
+    while loop), traced, with enough terms to converge."""
+    alpha = float(1.0 / np.linalg.eigvalsh(WeightedRidge().hessian()).max())
+    model, batch, dev, problem = _model(hypergrad.Neumann(terms=300, alpha=alpha), hvp_chunks=3)
+    (hyper,), _ = tf.function(model.hypergradient)(batch, dev)
+    assert relative_error(hyper.numpy()[:, 0], problem.finite_difference()) <= 1e-2
+
+
 def test_sub_batches_need_an_iterative_solver():
     with pytest.raises(ValueError, match="hvp_chunks=2 needs an IterativeSolver"):
         _model(lambda hvp, v, alpha=None: hypergrad.exact_inverse_hvp(hvp, v), hvp_chunks=2)
