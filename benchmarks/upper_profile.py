@@ -96,7 +96,8 @@ def _functions(model, batch, dev, terms, chunks):
             return hyper + [model.train_step(pair)["loss"]]
 
     return {"step": lambda: [model.train_step(pair)["loss"]], "due_unfused": due_unfused,
-            "due_fused": lambda: model.fused_step(pair)[0], "upper_chunks": upper_chunks, "fwd_hvp1": lambda: fwd_hvps(1), "fwd_hvpK": lambda: fwd_hvps(terms),
+            "due_fused": lambda: model.fused_step(pair)[0], "upper_chunks": upper_chunks,
+            "fwd_hvp1": lambda: fwd_hvps(1), "fwd_hvpK": lambda: fwd_hvps(terms),
             "fwd_mixed": lambda: directional(vector, phi),
             "lower": lambda: gradient(lambda: model.lower_objective(batch), model.theta.trained),
             "dev": lambda: gradient(lambda: model.dev_objective(dev), theta + phi),
@@ -157,9 +158,9 @@ def main():
     args = p.parse_args()
     if args.part:
         return worker(args)
-    parts = ["lower"] + [name for name in args.parts.split(",") if name in PARTS and name != "lower"]
     if unknown := [name for name in args.parts.split(",") if name not in PARTS]:
         p.error(f"--parts: unknown {unknown}; choose from {', '.join(PARTS)}")
+    parts = ["lower"] + [name for name in args.parts.split(",") if name != "lower"]
     results = {part: [] for part in parts}
     base = [a for a in sys.argv[1:] if not a.startswith(("--rounds", "--parts"))]
     for r in range(args.rounds):

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import tfaux
 from tfaux import hypergrad
-from tfaux.closed_form import WeightedRidge, relative_error
+from tfaux.closed_form import WeightedRidge, relative_error, softplus
 
 
 def _model(solver, upper_optimizer=None, hvp_chunks=1):
@@ -80,7 +80,7 @@ def test_due_step_shares_its_pass_and_updates_theta_with_phi_before_the_upper_up
     theta_star = problem.theta_star()
     phi_new = model.scheduler.table.numpy()[:, 0].astype(np.float64)
     residual = problem.x @ theta_star - problem.y
-    gradient_at_phi_new = 2 * problem.x.T @ (np.log1p(np.exp(phi_new)) * residual) / problem.n + 2 * problem.lam * theta_star
+    gradient_at_phi_new = 2 * problem.x.T @ (softplus(phi_new) * residual) / problem.n + 2 * problem.lam * theta_star
     moved = np.linalg.norm(model.heads[0].kernel.numpy()[:, 0] - theta_star)
     assert moved < 1e-5
     assert np.linalg.norm(0.01 * gradient_at_phi_new) > 100 * 1e-5

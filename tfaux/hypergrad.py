@@ -21,10 +21,9 @@ tape, so the training loss and its gradient are computed once per upper step. Wi
 sub-batches (rows c, c + N, ...) of that sub-batch's own product, recomputed one sub-batch
 at a time, outside replica functions in one sequential while loop over the solver's steps,
 the sub-batches and the mixed term (one copy of the product's graph, over theta and phi): the
-upper step's tensors shrink about
-N-fold, for one more gradient per product. It is exact when the training objective is a
-mean of per-example terms and N divides the batch; a batch-coupled layer (BatchNorm) or
-statistic (JTDS' loss z-scores) then uses each sub-batch's own statistics.
+upper step's tensors shrink about N-fold, for one more gradient per product. It is exact when
+the training objective is a mean of per-example terms and N divides the batch; a batch-coupled
+layer (BatchNorm) or statistic (JTDS' loss z-scores) then uses each sub-batch's own statistics.
 """
 
 import dataclasses

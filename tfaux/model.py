@@ -486,7 +486,7 @@ class AuxiliaryModel(keras.Model):
     def fuses_lower_step(self):
         """Whether a due step runs as `fused_step`: the exact path (hvp_chunks = 1) of a strategy
         whose lower gradient is the plain gradient of L_t (the protocol's default)."""
-        return (self.scheduler.bilevel and self.hvp_chunks == 1 and not self.scheduler.persistent_tape
+        return (self.scheduler.bilevel and self.hvp_chunks == 1
                 and type(self.scheduler).lower_gradients is Strategy.lower_gradients)
 
     def fused_step(self, data):
