@@ -25,6 +25,7 @@ from tfaux import distribute, hypergrad, models, schedule
 from tfaux.backup import (BackupError, BestWeights, EpochBackup, finished_epochs, replace_atomically,
                           write_json_atomically, write_text_atomically)
 from tfaux.callbacks import DivergenceMonitor, ScheduleRecorder
+from tfaux.strategies import label_generation
 from tfaux.tasks import with_roles
 
 
@@ -173,8 +174,33 @@ IMAGE_ENCODERS = ("convnet4", "resnet18", "wrn28_2", "vgg16", "lenet", "segnet")
 DICT_ENCODERS = ("tabular", "autoint")
 
 
+def preprocessed(data, network):
+    """`network` behind the dataset's preprocessing layer (pipelines yield raw inputs: e.g. image
+    normalisation is part of the model, so the exported model takes raw inputs); itself when the
+    dataset has none."""
+    layer = data.preprocessing()
+    return network if layer is None else keras.Sequential([layer, network], name=f"preprocessed_{network.name}")
+
+
+def preprocess_generator(strategy, data):
+    """A label generator's own network g(x; phi) (tfaux.strategies.label_generation) reads the raw
+    inputs too: its backbone goes behind the dataset's preprocessing, like the encoder."""
+    if not isinstance(strategy, label_generation.LabelGenerator) or data.preprocessing() is None:
+        return strategy
+    backbone = strategy.backbone
+    make = (backbone if callable(backbone) else label_generation.BACKBONES[backbone] if backbone
+            else models.for_input)
+    strategy.backbone = lambda spec: preprocessed(data, make(spec))
+    return strategy
+
+
 def build_encoder(flags, data):
-    """The --encoder backbone, checked against the dataset's input kind."""
+    """The --encoder backbone, checked against the dataset's input kind, behind the dataset's
+    preprocessing (`preprocessed`)."""
+    return preprocessed(data, _backbone(flags, data))
+
+
+def _backbone(flags, data):
     spec = data.input_spec
     dense = [t.name for t in data.tasks if t.is_dense]
     if flags.encoder_weights and flags.encoder != "resnet18":
@@ -247,7 +273,7 @@ def build_model(flags, data):
         tasks = with_roles(data.tasks, flags.target_tasks, flags.privileged_tasks)
     except ValueError as e:
         raise ConfigError(f"--target_tasks / --privileged_tasks: {e}") from None
-    strategy = build_strategy(flags, tasks)
+    strategy = preprocess_generator(build_strategy(flags, tasks), data)
     upper = upper_settings(flags, strategy)
     encoder = build_encoder(flags, data)
     try:
@@ -413,7 +439,7 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks, worker=Wor
         *extra_callbacks,
     ]
     recorder = None
-    if model.scheduler.bilevel:  # sampled examples' weights and JTDS loss filter, every epoch
+    if model.method.bilevel:  # sampled examples' weights and JTDS loss filter, every epoch
         recorder = ScheduleRecorder(data.train_eval(flags.eval_batch_size), data.num_train, seed=flags.seed,
                                     corrupted=data.corrupted, labelled=data.labelled,
                                     log_dir=os.path.join(out, "logs", "schedule"),
@@ -425,9 +451,9 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks, worker=Wor
         backup.set_model(model)
         backup.restore()
         history = {}
-    elif model.scheduler.second_stream is None:
+    elif model.method.second_stream is None:
         train = data.train(flags.batch_size, **epochs)
-    elif model.scheduler.second_stream == "train":  # a reordered copy of the training set
+    elif model.method.second_stream == "train":  # a reordered copy of the training set
         train = data.train_with_reordered(flags.batch_size, flags.dev_batch_size, **epochs)
     else:
         train = data.train_with_dev(flags.batch_size, flags.dev_batch_size, **epochs)
@@ -457,7 +483,7 @@ def _train_and_report(flags, used, out, data, model, extra_callbacks, worker=Wor
         model.load_weights(best_path)
     test = model.evaluate(for_workers(data.test(flags.eval_batch_size)), return_dict=True, verbose=0)
     export_atomically(model, os.path.join(out, "saved_model"), data)
-    if model.scheduler.bilevel:
+    if model.method.bilevel:
         weights = schedule.example_weights(model, data.train_eval(flags.eval_batch_size), data.num_train)
         arrays = dict(weights=weights, tasks=np.array([t.name for t in model.tasks]), corrupted=data.corrupted,
                       labelled=data.labelled)
@@ -505,7 +531,7 @@ def export_atomically(model, path, data):
     """The primary-task SavedModel at `path`, written next to it and renamed into place."""
     partial = f"{path}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    tfaux.export_primary(model, partial, vocabularies=data.vocabularies)
+    tfaux.export_primary(model, partial, vocabularies=data.vocabularies, dtype=data.raw_dtype)
     shutil.rmtree(path, ignore_errors=True)
     os.rename(partial, path)
 

@@ -99,7 +99,7 @@ def search(flags, weight_grid=WEIGHT_GRID, lr_grid=LR_GRID, max_trials=None, ove
                           overwrite=overwrite,
                           distribution_strategy=(experiment.distribution(flags.distribute)
                                                  if flags.distribute != "none" else None))
-    if hypermodel.build(kt.HyperParameters()).scheduler.second_stream == "train":  # S4L's labelled stream
+    if hypermodel.build(kt.HyperParameters()).method.second_stream == "train":  # S4L's labelled stream
         train = data.train_with_reordered(flags.batch_size, flags.dev_batch_size)
     else:
         train = data.train(flags.batch_size)

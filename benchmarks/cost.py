@@ -53,12 +53,14 @@ def worker(args):
         spec, _, chunks = args.method.partition("@")  # jtds@4: Hessian-vector products over 4 sub-batches
         name, _, text = spec.partition(":")  # method arguments may follow a colon, ';'-separated
         strategy = tfaux.strategies.get(name, **tfaux.strategies.method_args(name, text.replace(";", ",")))
-        model = tfaux.AuxiliaryModel(encoders[args.encoder](), data.tasks, strategy,
+        encoder, layer = encoders[args.encoder](), data.preprocessing()  # pipelines yield raw pixels
+        encoder = encoder if layer is None else keras.Sequential([layer, encoder])
+        model = tfaux.AuxiliaryModel(encoder, data.tasks, strategy,
                                      input_spec=data.input_spec, num_examples=data.num_train,
                                      upper_interval=args.upper_interval, solver=hypergrad.Neumann(terms=args.terms),
                                      hessian_scope=args.hessian_scope, hvp_chunks=int(chunks or 1))
         model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.jit_compile == "on")
-    stream = model.scheduler.second_stream
+    stream = model.method.second_stream
     if stream is None:
         train = data.train(args.batch_size)
     elif stream == "train":

@@ -74,13 +74,14 @@ def embedding_encoder(input_spec, vocab, dim=8, units=64):
 
 def prepare(workload, args, tmp):
     """(data, encoder) of a workload, or (None, reason) to skip it."""
+    import keras
     import pipelines
     import tfaux
 
     if workload == "cifar10":
         write_cifar10(tmp, args.cifar_train, args.cifar_test)
         data = pipelines.load("cifar10", data_dir=tmp)
-        return data, tfaux.models.convnet4()
+        return data, keras.Sequential([data.preprocessing(), tfaux.models.convnet4()])  # raw pixels in
     ml_dir = Path(args.ml_dir)
     if not (ml_dir / "u.data").is_file():
         return None, f"MovieLens-100K not found at {ml_dir} (pass --ml_dir)"

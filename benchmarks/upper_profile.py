@@ -46,7 +46,7 @@ def _functions(model, batch, dev, terms, chunks):
     import tensorflow as tf
     from tfaux.hypergrad import zeros_for_none
 
-    theta, phi = model.hessian_variables(), model.scheduler.upper_variables
+    theta, phi = model.hessian_variables(), model.method.upper_variables
     vector = [tf.random.stateless_normal(v.shape, seed=[1, k]) for k, v in enumerate(theta)]
 
     def gradient(loss_fn, variables):
@@ -118,7 +118,8 @@ def worker(args):
     data = pipelines.load(args.dataset, data_dir=args.data_dir, setting=setting)
     encoders = {"autoint": lambda: tfaux.models.autoint(data.input_spec), "convnet4": tfaux.models.convnet4,
                 "resnet18": lambda: tfaux.models.resnet18(stem="cifar")}
-    encoder = encoders[args.encoder]()
+    encoder, layer = encoders[args.encoder](), data.preprocessing()  # pipelines yield raw pixels
+    encoder = encoder if layer is None else keras.Sequential([layer, encoder])
     model = tfaux.AuxiliaryModel(encoder, data.tasks, tfaux.strategies.get(args.method),
                                  input_spec=data.input_spec, num_examples=data.num_train, upper_interval=20,
                                  solver=hypergrad.Neumann(terms=args.terms), hessian_scope=args.hessian_scope)

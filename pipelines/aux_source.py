@@ -6,11 +6,12 @@ auxiliary source's training examples one extra auxiliary task of the primary dat
 `aux_<the auxiliary source's primary task>` (e.g. "aux_label"), whose head reads
 `task_x["aux"]` (Task.input_key = "aux"). Every element of every split then carries
 
-    task_x["aux"]          an auxiliary training example, preprocessed like the primary images:
-                           pixels to [0, 1], resized (bilinear, antialiased) to the primary's
-                           height x width when they differ, then z-scored per channel with the
-                           auxiliary source's own training statistics (on its native-size pixels);
-                           non-image inputs are only cast from float64 to float32;
+    task_x["aux"]          an auxiliary training example: pixels to [0, 1], resized (bilinear,
+                           antialiased) to the primary's height x width when they differ, then
+                           z-scored per channel with the auxiliary source's own training statistics
+                           (on its native-size pixels), and given in the primary's raw pixel scale
+                           (AuxDataset._aux_input), so the model's preprocessing (the primary's)
+                           yields those z-scores; non-image inputs are only cast from float64 to float32;
     labels["aux_<task>"]   that example's primary label (served as-is, never noisy);
     mask["aux_<task>"]     1, except 0 on the dev split (the upper objective reads the primary only).
 
@@ -28,7 +29,7 @@ same input structure, shapes and dtypes (the two share one encoder).
 import numpy as np
 import tensorflow as tf
 
-from pipelines.contract import _float32, _unit, pixel_stats
+from pipelines.contract import _float32, _unit, full_scale, pixel_stats
 from pipelines.errors import DataError
 from tfaux.tasks import Task
 
@@ -59,7 +60,8 @@ class AuxInput:
 
     Attributes: name, source, task (the extra auxiliary Task, input_key "aux"), input_key,
     rows ([n] source rows of the auxiliary training examples), labels ([n] their primary
-    labels), mean / std (per-channel training statistics, images only), image_shape (the
+    labels), scale / mean / std (full-intensity pixel value and per-channel training statistics,
+    images only), image_shape (the
     shape served: the primary's), num_examples.
     """
 
@@ -88,9 +90,12 @@ class AuxInput:
         self._labels = tf.constant(self.labels)
         self.image_shape = tuple(p.image_shape) if p.is_image else None
         if source.is_image:
-            self.mean, self.std = pixel_stats(features, source.decode, source.image_shape, seed)
+            raw = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda a: a[:1], features)).map(
+                self._decode).element_spec
+            self.scale = full_scale(source, raw.dtype)
+            self.mean, self.std = pixel_stats(features, source.decode, source.image_shape, seed, self.scale)
         else:
-            self.mean = self.std = None
+            self.mean = self.std = self.scale = None
             spec = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda a: a[:1], features)).map(
                 lambda f: tf.nest.map_structure(_float32, self._decode(f))).element_spec
             primary_spec = tf.data.Dataset.from_tensor_slices(
@@ -136,7 +141,7 @@ class AuxInput:
         x = self._decode(tf.nest.map_structure(lambda a: tf.gather(a, row), self._features))
         if not self.source.is_image:
             return tf.nest.map_structure(_float32, x)
-        x = _unit(x)
+        x = _unit(x, self.scale)
         if tuple(self.source.image_shape[:2]) != self.image_shape[:2]:
             x = tf.image.resize(x, self.image_shape[:2], method="bilinear", antialias=True)
         return tf.ensure_shape((x - self.mean) / self.std, self.image_shape)

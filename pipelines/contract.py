@@ -17,6 +17,7 @@ import dataclasses
 import inspect
 from typing import Any, Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -38,8 +39,9 @@ class Source:
     labels:   {task name: [N] array}; classification labels are ints in [0, num_classes).
     official_split: [N] strings among "train", "val", "test", or None.
     decode:   TF fn mapping one example's features to x (None: features are x).
-    is_image: x is an [H, W, C] image with pixels in [0, 255] (integer dtype) or
-              [0, 1] (float dtype); image_shape is (H, W, C).
+    is_image: x is an [H, W, C] image with pixels in [0, pixel_max]; image_shape is (H, W, C).
+    pixel_max: the raw value of a full-intensity pixel; None: 255 for integer pixels, 1 for
+              float ones (sklearn's digits: 16).
     augment:  TF fn on one training x in [0, 1]: augment(x) or augment(x, seed) where
               seed is an int64 [2] tensor for tf.image.stateless_random_* ops.
     time:     [N] timestamps for chronological splits, or None.
@@ -60,6 +62,7 @@ class Source:
     decode: Callable | None = None
     is_image: bool = False
     image_shape: tuple | None = None
+    pixel_max: float | None = None
     augment: Callable | None = None
     time: np.ndarray | None = None
     vocabularies: dict | None = None
@@ -125,6 +128,8 @@ class Source:
             if bad or not np.any(self.official_split == "train"):
                 raise DataError(f"{where}: field official_split must hold 'train', 'val' or 'test' "
                                 f"(with some 'train'); found {sorted(bad) or 'no train'}.")
+        if self.pixel_max is not None and not (np.isfinite(self.pixel_max) and self.pixel_max > 0):
+            raise DataError(f"{where}: field pixel_max must be a positive number, got {self.pixel_max!r}.")
         if self.is_image:
             if self.image_shape is None or len(self.image_shape) != 3:
                 raise DataError(f"{where}: field image_shape must be (H, W, C) for an image source.")
@@ -176,9 +181,16 @@ def _batch_size(value, flag="--batch_size"):
     return int(value)
 
 
-def _unit(x):
-    """Pixels to float32 in [0, 1]: integers are divided by 255, floats kept."""
-    return tf.cast(x, tf.float32) / 255.0 if x.dtype.is_integer else tf.cast(x, tf.float32)
+def full_scale(source, dtype):
+    """The raw value of a full-intensity pixel of image source `source` whose decoded x has `dtype`."""
+    if source.pixel_max is not None:
+        return float(source.pixel_max)
+    return 255.0 if tf.as_dtype(dtype).is_integer else 1.0
+
+
+def _unit(x, scale):
+    """Raw pixels (full intensity `scale`) to float32 in [0, 1]."""
+    return tf.cast(x, tf.float32) / scale
 
 
 def _float32(x):
@@ -192,12 +204,11 @@ def _draw(seed, example_id):
                                        minval=None, maxval=None, dtype=tf.int64)
 
 
-def pixel_stats(features, decode, image_shape, seed):
-    """Per-channel mean and std (float32 tensors) of images in [0, 1]: every image of
-    `features` when decode is None, else a seeded sample of STATS_SAMPLE decoded ones."""
+def pixel_stats(features, decode, image_shape, seed, scale):
+    """Per-channel mean and std (float32 tensors) of images scaled to [0, 1] (raw pixels / scale):
+    every image of `features` when decode is None, else a seeded sample of STATS_SAMPLE decoded ones."""
     total, total_sq, count = 0.0, 0.0, 0
     if decode is None:
-        scale = 255.0 if np.issubdtype(features.dtype, np.integer) else 1.0
         for start in range(0, len(features), 4096):
             chunk = features[start:start + 4096].astype(np.float64) / scale
             chunk = chunk.reshape(-1, chunk.shape[-1])
@@ -206,7 +217,7 @@ def pixel_stats(features, decode, image_shape, seed):
         n = len(tf.nest.flatten(features)[0])
         pick = np.sort(np.random.default_rng(seed).permutation(n)[:STATS_SAMPLE])
         ds = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda a: np.asarray(a)[pick], features))
-        ds = ds.map(lambda f: _unit(tf.ensure_shape(decode(f), image_shape)), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda f: _unit(tf.ensure_shape(decode(f), image_shape), scale), num_parallel_calls=AUTOTUNE)
         for x in ds.batch(256).as_numpy_iterator():
             x = x.astype(np.float64).reshape(-1, x.shape[-1])
             total, total_sq, count = total + x.sum(0), total_sq + (x ** 2).sum(0), count + len(x)
@@ -218,7 +229,14 @@ def pixel_stats(features, decode, image_shape, seed):
 class AuxDataset:
     """Splits of one dataset under one Setting, as batched tf.data pipelines.
 
-    Attributes: name, tasks (primary first), input_spec (TensorSpec nest of one x),
+    Inputs come in their raw scale: images as float32 pixels in [0, pixel_max] (as the files
+    store them, e.g. 0-255 for MNIST; augmentation works in [0, 1] and scales back), other
+    inputs as the source has them (float64 cast to float32). Normalisation belongs to the
+    model: `preprocessing()` is the Keras layer to put in front of the encoder.
+
+    Attributes: name, tasks (primary first), input_spec (TensorSpec nest of one x as yielded),
+    raw_dtype (the dtype of x as the dataset stores it, e.g. tf.uint8 for MNIST pixels, the one
+    to serve: tfaux.export_primary(..., dtype=data.raw_dtype); None for dict inputs),
     num_train / num_dev / num_val / num_test, corrupted / labelled / clean_train_labels /
     train_labels ([num_train] arrays indexed by train id; train_labels are the primary
     labels as served, 0 where unlabelled), indices ({split: source row of each id}),
@@ -262,6 +280,9 @@ class AuxDataset:
         # augmentation or rotation, no decode fn (here or in the auxiliary source).
         self._vector = (not source.is_image and source.decode is None and not self._rotation and not self._exemplar
                         and (aux is None or aux.source.decode is None))
+        raw = self._examples("train", rows=slice(0, 1)).map(self._decode).element_spec["x"]
+        self.raw_dtype = None if isinstance(raw, dict) else (tf.float32 if raw.dtype == tf.float64 else raw.dtype)
+        self._scale = full_scale(source, raw.dtype) if source.is_image else None
         self._mean, self._std = self._image_stats() if source.is_image else (None, None)
         self.input_spec = self._examples("train", rows=slice(0, 1)).map(self._decode).map(
             lambda e: self._finish(e, False, None)).element_spec["x"]
@@ -273,6 +294,18 @@ class AuxDataset:
     @property
     def primary(self):
         return self.tasks[0]
+
+    def preprocessing(self):
+        """A fresh Keras layer taking a batch of raw x to the scale the model trains on: for images
+        Rescaling to [0, 1], then Normalization with the training split's per-channel mean and
+        variance; None for other inputs (fed as they are). Put it in front of the encoder, e.g.
+        keras.Sequential([data.preprocessing(), tfaux.models.convnet4()])."""
+        if self._mean is None:
+            return None
+        return keras.Sequential([keras.layers.Rescaling(1.0 / self._scale),
+                                 keras.layers.Normalization(mean=self._mean.numpy(),
+                                                            variance=np.square(self._std.numpy()))],
+                                name="preprocessing")
 
     # ------------------------------------------------------------ public pipelines
     def steps_per_epoch(self, batch_size=64):
@@ -497,27 +530,35 @@ class AuxDataset:
         return per_example * self._source.num_examples <= CACHE_LIMIT_BYTES
 
     def _finish(self, e, training, draw):
-        """Scale, augment (training), normalise, cast, add the auxiliary input and the rotation and
-        Exemplar-MT tasks."""
+        """Cast, augment (training; in [0, 1], scaled back to raw pixels), add the auxiliary input
+        and the rotation and Exemplar-MT tasks. Nothing is normalised (see preprocessing)."""
         x = e["x"]
-        unit = None
         if self._source.is_image:
-            x = unit = _unit(x)
+            x = tf.cast(x, tf.float32)
             if training and self._augment is not None:
-                x = unit = tf.ensure_shape(self._augment(x, tf.stack([draw // 4, e["id"]])), x.shape)
-            x = (x - self._mean) / self._std
+                unit = self._augment(x / self._scale, tf.stack([draw // 4, e["id"]]))
+                x = tf.ensure_shape(unit, x.shape) * self._scale
         else:
             x = tf.nest.map_structure(_float32, x)
         out = {"x": x, "labels": e["labels"], "mask": e["mask"], "id": e["id"]}
         if self.aux is not None:
-            out["task_x"] = {self.aux.input_key: self.aux.example(e["aux_row"])}
+            out["task_x"] = {self.aux.input_key: self._aux_input(e["aux_row"])}
         if self._rotation:
             k = rotation.random_k(draw) if training else rotation.eval_k(e["id"])
             out = rotation.add_rotation(out, k)
         if self._exemplar:  # a fresh draw every training epoch, fixed by the id elsewhere
             seed = tf.stack([draw // 16 if training else tf.constant(-1, tf.int64), e["id"]])
-            out = exemplar.add_exemplar(out, unit, seed, lambda u: (u - self._mean) / self._std)
+            out = exemplar.add_exemplar(out, seed, self._scale)
         return out
+
+    def _aux_input(self, row):
+        """The auxiliary input of row(s) `row`; an image, z-scored with its own statistics
+        (pipelines.aux_source), is given in this dataset's raw pixel scale, so that
+        preprocessing() turns it back into those z-scores."""
+        x = self.aux.example(row)
+        if not self._source.is_image:
+            return x
+        return (x * self._std + self._mean) * self._scale
 
     @staticmethod
     def _wrap_augment(fn):
@@ -532,4 +573,4 @@ class AuxDataset:
     def _image_stats(self):
         """Per-channel mean and std of training pixels in [0, 1] (a seeded sample if decoded)."""
         src = self._source
-        return pixel_stats(self._parts["train"]["features"], src.decode, src.image_shape, self._seed(4))
+        return pixel_stats(self._parts["train"]["features"], src.decode, src.image_shape, self._seed(4), self._scale)

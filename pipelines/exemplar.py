@@ -5,7 +5,8 @@ and augmented image are encouraged to be close".
 The augmented copy (task_x["exemplar"]) is a random horizontal flip, additive Gaussian noise
 (std 0.1 on pixels in [0, 1]) and Cutout (DeVries & Taylor 2017: one square of half the image
 side, at a uniformly drawn centre, set to 0, clipped at the border), drawn from a stateless
-seed: fresh every training epoch, fixed by the example id elsewhere. The task (kind
+seed: fresh every training epoch, fixed by the example id elsewhere. The copy is served in the
+image's raw pixel scale, like x, so the model's preprocessing normalises both alike. The task (kind
 "consistency", tfaux.tasks) pulls the encoder's features of the two copies together; the seed
 leaves the distance open, so tfaux uses 1 - cos (scale-free, so shrinking the features cannot
 satisfy it) — our choice.
@@ -37,11 +38,12 @@ def augmented(x, seed):
     return tf.where(inside[:, :, None], tf.zeros_like(x), x)
 
 
-def add_exemplar(element, x_unit, seed, normalize):
-    """Add the augmented copy of the image (x_unit: [0, 1] pixels, before normalisation), a
-    placeholder label and a mask of 1 (self-supervised)."""
+def add_exemplar(element, seed, scale):
+    """Add the augmented copy of the image element["x"] (raw pixels, full intensity `scale`;
+    augmented in [0, 1], then scaled back), a placeholder label and a mask of 1 (self-supervised)."""
     element = dict(element)
-    copy = tf.ensure_shape(normalize(augmented(x_unit, seed)), element["x"].shape)
+    x = element["x"]
+    copy = tf.ensure_shape(augmented(x / scale, seed) * scale, x.shape)
     element["task_x"] = {**element.get("task_x", {}), NAME: copy}
     element["labels"] = {**element["labels"], NAME: tf.constant(0.0)}
     element["mask"] = {**element["mask"], NAME: tf.constant(1.0)}

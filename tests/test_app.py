@@ -51,6 +51,21 @@ def test_app_trains_and_writes_every_output(tmp_path, parse, method):
         assert not (out / "schedule.npz").exists()
 
 
+def test_the_apps_networks_read_raw_inputs_through_the_datasets_preprocessing(parse):
+    """Normalisation is part of the app's model: the encoder and a label generator's own network
+    g(x; phi) start with the dataset's preprocessing layer, which z-scores the raw pixels."""
+    data = pipelines.load("digits", setting=pipelines.Setting(dev_size=60))
+    flags_ = parse("--method=maxl_f", "--encoder=convnet4", *FAST)
+    strategy = experiment.preprocess_generator(experiment.build_strategy(flags_, data.tasks), data)
+    x = np.concatenate([b["x"].numpy() for b in data.train_eval(512)])
+    for network in (experiment.build_encoder(flags_, data), strategy.backbone(data.input_spec)):
+        first = network.layers[0]
+        assert first.name == "preprocessing" and [type(l).__name__ for l in first.layers] == ["Rescaling",
+                                                                                            "Normalization"]
+        z = first(x).numpy()
+        assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
+
+
 @pytest.mark.parametrize("args, optimizer, expected", [
     ([], keras.optimizers.SGD, dict(optimizer="sgd", learning_rate=1e-2, momentum=0.9, weight_decay=5e-5,
                                     clipnorm=10.0)),

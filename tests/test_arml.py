@@ -81,9 +81,9 @@ def test_one_model_step_moves_alpha_by_the_projected_gradient_of_separate_tapes(
     b, gram = g[1:] @ g[0], g[1:] @ g[1:].T
     expected = project_simplex(tf.constant(1.0 + 2 * 0.05 * (b - gram @ np.ones(2))), total=2.0).numpy()
     applied = _applied_gradient(model, batch)
-    np.testing.assert_allclose(model.scheduler.alpha.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(model.method.alpha.numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(np.concatenate([a.ravel() for a in applied]), everything.sum(0), atol=2e-6)
-    assert abs(model.scheduler.alpha.numpy().sum() - 2.0) < 1e-5 and np.all(model.scheduler.alpha.numpy() >= 0)
+    assert abs(model.method.alpha.numpy().sum() - 2.0) < 1e-5 and np.all(model.method.alpha.numpy() >= 0)
 
 
 def test_with_a_labelled_stream_the_main_task_comes_from_it():
@@ -103,7 +103,7 @@ def test_with_a_labelled_stream_the_main_task_comes_from_it():
     assert not np.allclose(g_main, g[0])
     before = [v.numpy().copy() for v in model.theta.all]
     model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": labelled}), epochs=1, verbose=0)
-    np.testing.assert_allclose(model.scheduler.alpha.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(model.method.alpha.numpy(), expected, atol=1e-5)
     applied = np.concatenate([((b0 - v.numpy()) / LR).ravel() for b0, v in zip(before, model.theta.all)])
     np.testing.assert_allclose(applied, everything, atol=2e-6)
 
@@ -129,7 +129,7 @@ def test_langevin_noise_has_variance_2_eps_temperature_and_stops_once_alpha_conv
     # Zero gradients leave alpha where it is, so it counts as converged after 3 updates.
     for move in moves[:3]:
         assert move.var() == pytest.approx(2 * eps * temperature, rel=0.05) and abs(move.mean()) < 0.01
-    assert float(model.scheduler.converged.numpy()) == 1.0
+    assert float(model.method.converged.numpy()) == 1.0
     for move in moves[3:]:
         np.testing.assert_array_equal(move, 0.0)
 

@@ -62,7 +62,7 @@ def _shared_linear_model(strategy, aux_order=("helpful", "harmful"), lam=0.0, so
 def _fit(model, x, labels, x_dev=None, dev_labels=None, steps=STEPS):
     """`steps` full-batch lower steps (and an upper step every 5 for a bi-level strategy)."""
     train = tf.data.Dataset.from_tensors({"x": x, "labels": labels}).repeat(steps)
-    if model.scheduler.bilevel:
+    if model.method.bilevel:
         dev = tf.data.Dataset.from_tensors({"x": x_dev, "labels": dev_labels}).repeat()
         train = tf.data.Dataset.zip(train, dev).map(lambda t, d: {"train": t, "dev": d})
     model.fit(train, epochs=1, verbose=0)
@@ -81,7 +81,7 @@ def test_linear_combiner_keeps_the_helpful_task_and_drops_the_harmful_one(aux_or
     model = _shared_linear_model(strategies.AuxiLearn(combiner="linear"), aux_order,
                                  upper=UpperSettings(learning_rate=1e-2, weight_decay=0.0, clipnorm=0.0))
     w_aux = _fit(model, x, labels, x_dev, dev_labels)
-    weights = dict(zip([t.name for t in model.tasks], model.scheduler.combiner.task_weights.numpy()))
+    weights = dict(zip([t.name for t in model.tasks], model.method.combiner.task_weights.numpy()))
     assert weights["helpful"] > weights["harmful"] + 2.0, weights
     assert weights["harmful"] < 0.25, weights
 
@@ -107,15 +107,15 @@ def test_every_combiner_is_non_decreasing_in_every_loss_after_upper_steps(name):
     x, labels, x_dev, dev_labels = _regression_data()
     model = _shared_linear_model(strategies.AuxiLearn(combiner=name, init_upper=0.2),
                                  upper=UpperSettings(learning_rate=0.03, weight_decay=0.0, clipnorm=0.0))
-    before = [v.numpy().copy() for v in model.scheduler.upper_variables]
+    before = [v.numpy().copy() for v in model.method.upper_variables]
     _fit(model, x, labels, x_dev, dev_labels, steps=30)
-    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.scheduler.upper_variables))
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.method.upper_variables))
     axis = np.linspace(0.0, 4.0, 9)
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3).astype("float32")
-    g = model.scheduler.combine(tf.constant(grid)).numpy()
+    g = model.method.combine(tf.constant(grid)).numpy()
     step = 0.25
     for k, task in enumerate(model.tasks):
-        g_up = model.scheduler.combine(tf.constant(grid + step * np.eye(3, dtype="float32")[k])).numpy()
+        g_up = model.method.combine(tf.constant(grid + step * np.eye(3, dtype="float32")[k])).numpy()
         assert np.all(g_up - g >= -1e-5 * (1.0 + np.abs(g))), (name, task.name, (g_up - g).min())
         if task.name != "harmful":
             assert (g_up - g).max() > 1e-2, (name, task.name)
@@ -147,8 +147,8 @@ def test_linear_combiners_hypergradient_matches_finite_differences(name, hidden)
     model = _shared_linear_model(strategies.AuxiLearn(combiner=name, hidden=hidden), lam=LAM,
                                  solver=hypergrad.ConjugateGradient(iterations=10))
     rng = np.random.default_rng(2)
-    phi = [rng.uniform(0.2, 1.0, size=v.shape) for v in model.scheduler.upper_variables]
-    for v, value in zip(model.scheduler.upper_variables, phi):
+    phi = [rng.uniform(0.2, 1.0, size=v.shape) for v in model.method.upper_variables]
+    for v, value in zip(model.method.upper_variables, phi):
         v.assign(value.astype("float32"))
 
     def outer(values):
@@ -394,8 +394,8 @@ def test_convnet_hypergradient_matches_finite_differences():
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     rng = np.random.default_rng(4)
     phi = [rng.uniform(0.05, 0.3, v.shape) if len(v.shape) > 1 else rng.uniform(-0.5, 0.5, v.shape)
-           for v in model.scheduler.upper_variables]
-    for v, value in zip(model.scheduler.upper_variables, phi):
+           for v in model.method.upper_variables]
+    for v, value in zip(model.method.upper_variables, phi):
         v.assign(value.astype("float32"))
     batch = {"x": tf.constant(x, tf.float32), "labels": {k: tf.constant(v, tf.int32) for k, v in labels.items()}}
     dev_batch = {"x": tf.constant(x_dev, tf.float32), "labels": {"seg": tf.constant(dev, tf.int32)}}

@@ -272,9 +272,9 @@ def test_segnet_with_three_dense_heads_trains_with_equal_and_reports_miou(nyu):
 
 def test_segnet_with_three_dense_heads_trains_with_auxilearn(nyu):
     model = nyu_model(nyu, strategies.get("auxilearn"))
-    phi = [v.numpy().copy() for v in model.scheduler.upper_variables]
+    phi = [v.numpy().copy() for v in model.method.upper_variables]
     history = model.fit(nyu.train_with_dev(4), validation_data=nyu.val(4), epochs=1, verbose=0).history
     logs = {k: v[-1] for k, v in history.items()}
     assert 0.0 <= logs["val_primary_miou"] <= 1.0 and 0.0 <= logs["val_primary_pixel_accuracy"] <= 1.0
     assert np.isfinite(logs["hypergrad_norm"]) and logs["hypergrad_norm"] > 0  # an upper step ran (step 2 of 3)
-    assert any(np.any(v.numpy() != p) for v, p in zip(model.scheduler.upper_variables, phi))
+    assert any(np.any(v.numpy() != p) for v, p in zip(model.method.upper_variables, phi))

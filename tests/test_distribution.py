@@ -33,7 +33,7 @@ def _train(strategy, method, initial=None):
         model = tfaux.AuxiliaryModel(encoder, tasks, tfaux.strategies.get(method, **args), tf.TensorSpec((6,), tf.float32),
                                      num_examples=N, upper_interval=2, hvp_chunks=int(chunks or 1))
         model.compile(optimizer=keras.optimizers.SGD(0.1),
-                      upper_optimizer=keras.optimizers.SGD(1.0) if model.scheduler.bilevel else None)
+                      upper_optimizer=keras.optimizers.SGD(1.0) if model.method.bilevel else None)
         if initial is not None:
             model.set_weights(initial)
     start = model.get_weights()
@@ -55,7 +55,7 @@ def test_mirrored_two_devices_equals_one_device(method, two_devices):
         np.testing.assert_allclose(b, a, atol=2e-5, rtol=1e-4, err_msg=name)
         moved |= not np.allclose(a, s)
     assert moved
-    if single.scheduler.bilevel:
+    if single.method.bilevel:
         phi_moved = any(not np.allclose(w.numpy(), s) for w, s in zip(
-            single.scheduler.weights, [start[names.index(w.path)] for w in single.scheduler.weights]))
+            single.method.weights, [start[names.index(w.path)] for w in single.method.weights]))
         assert phi_moved, "the upper step never changed phi"

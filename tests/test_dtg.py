@@ -73,7 +73,7 @@ def _softmax(z):
 
 # ---------------------------------------------------------------- (1) the generated label and the pairing
 def test_grouped_permutation_pairs_within_groups_and_two_replicas_pair_as_one_device(two_devices):
-    strategy = _model(DTGAuxL(width=8, depth=2, pair_group=8)).scheduler
+    strategy = _model(DTGAuxL(width=8, depth=2, pair_group=8)).method
     single = strategy.permutation(32, 5).numpy()
     assert sorted(single) == list(range(32)) and np.all(single // 8 == np.arange(32) // 8)
     assert np.mean(single == np.arange(32)) < 0.3
@@ -85,7 +85,7 @@ def test_grouped_permutation_pairs_within_groups_and_two_replicas_pair_as_one_de
 
 
 def test_permutation_is_a_stateless_permutation_keyed_by_the_step():
-    strategy = _model(DTGAuxL(width=8, depth=2)).scheduler
+    strategy = _model(DTGAuxL(width=8, depth=2)).method
     a, b = strategy.permutation(32, 5).numpy(), strategy.permutation(32, 5).numpy()
     assert sorted(a) == list(range(32)) and np.array_equal(a, b)  # a permutation, the same for one step
     assert not np.array_equal(a, strategy.permutation(32, 6).numpy())  # another step: another pairing
@@ -95,7 +95,7 @@ def test_permutation_is_a_stateless_permutation_keyed_by_the_step():
 
 def test_generated_labels_lie_on_the_primary_simplex_and_the_bias_term_is_the_pairs_labels():
     keras.utils.set_random_seed(0)
-    strategy = _model(DTGAuxL(width=8, depth=2)).scheduler
+    strategy = _model(DTGAuxL(width=8, depth=2)).method
     data = _examples(32, 3)
     batch = tf.nest.map_structure(tf.constant, data)
     labels, _, _ = strategy.batch_labels(batch, step=7)
@@ -121,7 +121,7 @@ def test_label_generator_inputs_follow_the_ablation_switches(switch, reads_aux, 
     """w/o aux: the generated label ignores the auxiliary labels; w/o data: it depends on the
     row's own labels only (changing every other row's labels leaves row 0's label unchanged)."""
     keras.utils.set_random_seed(0)
-    strategy = _model(DTGAuxL(width=8, depth=2, **switch)).scheduler
+    strategy = _model(DTGAuxL(width=8, depth=2, **switch)).method
     data = _examples(16, 4)
     base = strategy.batch_labels(tf.nest.map_structure(tf.constant, data), step=1)[0].numpy()
     flipped = dict(data, labels=dict(data["labels"], aux=1.0 - data["labels"]["aux"]))
@@ -156,7 +156,7 @@ def test_instance_regulariser_gradient_reaches_phi_and_matches_finite_difference
     keras.utils.set_random_seed(0)
     lam, alpha = 0.7, 0.1
     model = _model(DTGAuxL(width=5, depth=2, reg_weight=lam), lr=alpha)
-    strategy = model.scheduler
+    strategy = model.method
     train = tf.nest.map_structure(tf.constant, _examples(32, 5))
     upper = _examples(24, 6)
     upper_batch = tf.nest.map_structure(tf.constant, upper)
@@ -338,7 +338,7 @@ def _lifted():
     if not _CACHE:
         problem = _problem()
         model, batch, up, phi = _hyper_model(problem, hypergrad.ConjugateGradient(iterations=60))
-        perm = model.scheduler.permutation(N, 0, 0).numpy()  # the pairing of step 0's lower batch
+        perm = model.method.permutation(N, 0, 0).numpy()  # the pairing of step 0's lower batch
         upper, grad, optimum = _losses64(problem, perm)
         phi0 = tf.constant(phi)
         _CACHE.update(problem=problem, model=model, batch=batch, up=up, upper=upper, grad=grad, optimum=optimum,
@@ -428,7 +428,8 @@ def test_different_input_setting_trains_one_epoch_on_an_aux_dataset_and_pairs_wi
     assert [t.input_key for t in data.tasks] == [None, "aux"]
     keras.utils.set_random_seed(0)
     strategy = strategies.get("dtg_auxl", width=16, depth=2)
-    encoder = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(16, activation="tanh")])
+    encoder = keras.Sequential([data.preprocessing(), keras.layers.Flatten(),
+                                keras.layers.Dense(16, activation="tanh")])
     model = tfaux.AuxiliaryModel(encoder, data.tasks, strategy, data.input_spec, num_examples=data.num_train,
                                  upper_interval=2)
     model.compile(keras.optimizers.SGD(0.05))
@@ -486,7 +487,7 @@ def _regression_model(strategy, upper_interval=2):
 def test_regression_primary_gets_real_generated_labels_around_the_pairs_mid_point():
     keras.utils.set_random_seed(0)
     model = _regression_model(DTGAuxL(width=8, depth=2))
-    strategy = model.scheduler
+    strategy = model.method
     assert model.tasks[2].kind == "regression" and strategy.label_generator.units == 1
     data = _regression_examples(32, 3)
     batch = tf.nest.map_structure(tf.constant, data)
@@ -513,11 +514,11 @@ def test_regression_primary_trains_and_rows_without_a_rating_get_no_generated_lo
         tf.data.Dataset.from_tensor_slices(_regression_examples(128, 0, labelled)).batch(32, drop_remainder=True),
         tf.data.Dataset.from_tensor_slices(_regression_examples(128, 0)).shuffle(128, seed=1).repeat().batch(32),
     ).map(lambda t, d: {"train": t, "dev": d})
-    phi = [v.numpy().copy() for v in model.scheduler.upper_variables]
+    phi = [v.numpy().copy() for v in model.method.upper_variables]
     history = model.fit(stream, epochs=2, verbose=0)
     assert all(np.isfinite(history.history[k][-1]) for k in ("loss", "primary_rmse", "dtg_generated_loss", "dev_loss"))
     assert history.history["upper_skipped"][-1] == 0.0
-    assert max(float(np.abs(b - v.numpy()).max()) for b, v in zip(phi, model.scheduler.upper_variables)) > 1e-5
+    assert max(float(np.abs(b - v.numpy()).max()) for b, v in zip(phi, model.method.upper_variables)) > 1e-5
     batch = tf.nest.map_structure(tf.constant, _regression_examples(32, 5, np.arange(32) % 4 != 0))
     forward = model.forward(batch, training=False)
     generated = forward.losses[:, 2].numpy()

@@ -41,7 +41,8 @@ def test_a_model_with_exemplar_pulls_the_two_copies_together(parse):
     data = pipelines.load("digits", setting=pipelines.Setting(dev_size=60, exemplar=True, rotation=False))
     assert [t.name for t in data.tasks] == ["label", "exemplar"]
     keras.utils.set_random_seed(0)
-    model = tfaux.AuxiliaryModel(tfaux.models.convnet4(), data.tasks,
+    encoder = keras.Sequential([data.preprocessing(), tfaux.models.convnet4()])  # x and its copy alike
+    model = tfaux.AuxiliaryModel(encoder, data.tasks,
                                  tfaux.strategies.Equal(task_weights={"label": 0.0}),
                                  input_spec=data.input_spec, num_examples=data.num_train)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))

@@ -227,8 +227,8 @@ def test_ol_aux_weights_move_by_beta_times_the_accumulated_gradient_products():
         _one_sgd_step(model, batch)
         if (t + 1) % horizon == 0:
             weights, acc = np.maximum(weights + beta * acc, 0.0), np.zeros(2)
-        np.testing.assert_allclose(model.scheduler.accumulated.numpy(), acc, rtol=1e-4, atol=1e-7)
-        np.testing.assert_allclose(model.scheduler.aux_weights.numpy(), weights, rtol=1e-5)
+        np.testing.assert_allclose(model.method.accumulated.numpy(), acc, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(model.method.aux_weights.numpy(), weights, rtol=1e-5)
     assert weights.max() > 1.001 and weights.min() < 0.999, weights  # helpful aux up, conflicting one down
     for got, want in zip(model.theta.all, replay.theta.all):
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-5)
@@ -243,8 +243,8 @@ def test_ol_aux_weights_stay_non_negative():
     dots = flat[1:] @ flat[0]
     assert (dots < 0).any() and (dots > 0).any(), dots
     _one_sgd_step(model, batch)
-    np.testing.assert_array_equal(model.scheduler.aux_weights.numpy()[dots < 0], 0.0)
-    assert (model.scheduler.aux_weights.numpy()[dots > 0] > 1.0).all()
+    np.testing.assert_array_equal(model.method.aux_weights.numpy()[dots < 0], 0.0)
+    assert (model.method.aux_weights.numpy()[dots > 0] > 1.0).all()
 
 
 def test_bad_arguments_are_clear_errors_and_configs_round_trip():
@@ -282,5 +282,5 @@ def test_mirrored_two_devices_equals_one_device(make, two_devices):
     _, mirrored = train(two_devices, start)
     for v, a, b, s in zip(single.weights, single.get_weights(), mirrored.get_weights(), start):
         np.testing.assert_allclose(b, a, atol=2e-5, rtol=1e-4, err_msg=v.path)
-    if isinstance(single.scheduler, OLAux):
-        assert not np.allclose(single.scheduler.aux_weights.numpy(), 1.0)
+    if isinstance(single.method, OLAux):
+        assert not np.allclose(single.method.aux_weights.numpy(), 1.0)

@@ -35,7 +35,7 @@ def test_each_label_puts_all_its_mass_on_its_own_classes_sub_classes():
     data = toy.examples(32)
     data["mask"]["main"][:4] = 0.0  # four unlabelled rows
     batch = tf.nest.map_structure(tf.constant, data)
-    soft = model.scheduler.generate(batch, training=False).numpy()
+    soft = model.method.generate(batch, training=False).numpy()
     assert soft.shape == (32, C * PSI)
     blocks = soft.reshape(32, C, PSI)
     for i in range(4, 32):
@@ -58,13 +58,13 @@ def _collapsed_maxl(entropy_weight):
     generator = MAXL(psi=PSI, entropy_weight=entropy_weight,
                      backbone=lambda spec: keras.Sequential([keras.layers.Dense(8, activation="tanh")]))
     model = toy.model(generator, upper_interval=1, upper=keras.optimizers.Adam(0.05))
-    out = model.scheduler.generator_head.layers[-1]
+    out = model.method.generator_head.layers[-1]
     out.bias.assign(np.tile([4.0] + [0.0] * (PSI - 1), C).astype("float32"))
     return model
 
 
 def _marginal_entropy(model, data):
-    soft = model.scheduler.generate(tf.nest.map_structure(tf.constant, data), training=False).numpy()
+    soft = model.method.generate(tf.nest.map_structure(tf.constant, data), training=False).numpy()
     return _entropy(soft.mean(0))
 
 
@@ -91,9 +91,9 @@ def test_maxl_upper_objective_adds_lambda_times_negative_entropy_of_the_mean_lab
     data = toy.examples(16)
     data["mask"]["main"][:3] = 0.0
     batch = tf.nest.map_structure(tf.constant, data)
-    soft = model.scheduler.generate(batch, training=True).numpy()[3:]  # the labelled rows
+    soft = model.method.generate(batch, training=True).numpy()[3:]  # the labelled rows
     expected = -0.2 * _entropy(soft.mean(0))
-    got = float(model.scheduler.upper_objective(model, batch) - model.dev_objective(batch))
+    got = float(model.method.upper_objective(model, batch) - model.dev_objective(batch))
     assert got == pytest.approx(expected, rel=1e-5)
 
 
@@ -175,7 +175,7 @@ def _label_model(strategy, problem, solver, theta):
     encoder.kernel.assign(theta[:D, None])
     model.heads[0].kernel.assign(theta[None, D:D + C])
     model.heads[1].kernel.assign(theta[None, D + C:])
-    kernel, bias = model.scheduler.upper_variables
+    kernel, bias = model.method.upper_variables
     kernel.assign(phi[:D * C * PSI].reshape(D, C * PSI).astype("float32"))
     bias.assign(phi[D * C * PSI:].astype("float32"))
     batch = {"x": tf.constant(x, tf.float32), "labels": {"y": tf.constant(y)}}

@@ -76,7 +76,7 @@ def test_uncertainty_objective_and_its_closed_form_optimum(form, aux_kind, facto
     """L = sum_k c_k exp(-s_k) L_k + 1/2 s_k (c = 1/2 regression, 1 classification): its value
     matches numpy, and d/ds_k vanishes exactly at s_k = log(2 c_k L_k) (sigma^2 = L_k or 2 L_k)."""
     model = _regression_model(Uncertainty(form=form), keras.optimizers.SGD(0.1), aux_kind=aux_kind)
-    s = model.scheduler
+    s = model.method
     rng = np.random.default_rng(0)
     losses, masks = rng.random((8, 2)) * [1.0, 3.0], (rng.random((8, 2)) < 0.7).astype("float32")
     ctx = _context(losses, masks)
@@ -103,7 +103,7 @@ def test_uncertainty_variances_converge_to_the_least_squares_residuals():
     _full_batch_steps(model, x, y, 300)
     design = np.c_[x, np.ones(len(x))]
     residual = [np.mean((y[:, k] - design @ np.linalg.lstsq(design, y[:, k], rcond=None)[0]) ** 2) for k in (0, 1)]
-    np.testing.assert_allclose(np.exp(model.scheduler.log_variance.numpy()), residual, rtol=0.1)
+    np.testing.assert_allclose(np.exp(model.method.log_variance.numpy()), residual, rtol=0.1)
 
 
 # ---------------------------------------------------------------------------- DWA
@@ -113,7 +113,7 @@ def _dwa_weights(last, before, temperature=2.0):
 
 
 def test_dwa_weights_follow_the_formula_on_a_hand_made_loss_history():
-    s = toy.model(DWA()).scheduler
+    s = toy.model(DWA()).method
     rng = np.random.default_rng(0)
     averages = []
     for epoch in range(4):
@@ -142,7 +142,7 @@ def test_dwa_history_after_fit_is_the_epoch_average_task_loss():
     train, _ = toy.streams()
     history = model.fit(train, epochs=3, verbose=0).history
     epochs = np.array([history["main_loss"], history["aux_loss"]]).T  # [epoch, task]
-    np.testing.assert_allclose(model.scheduler.history.numpy(), epochs[[2, 1]], rtol=1e-5)
+    np.testing.assert_allclose(model.method.history.numpy(), epochs[[2, 1]], rtol=1e-5)
     logged = np.array([history["main_weight"], history["aux_weight"]]).T
     np.testing.assert_allclose(logged[:2], np.ones((2, 2)), rtol=1e-6)
     np.testing.assert_allclose(logged[2], _dwa_weights(epochs[1], epochs[0]), rtol=1e-5)
@@ -160,7 +160,7 @@ def _adaloss_weights(average, seen, gamma, eps=1e-8):
 
 @pytest.mark.parametrize("momentum, gamma", [(0.9, 0.07), (0.5, 0.0)])
 def test_adaloss_weights_follow_the_running_average_of_each_task_loss(momentum, gamma):
-    s = toy.model(AdaLoss(momentum=momentum, gamma=gamma)).scheduler
+    s = toy.model(AdaLoss(momentum=momentum, gamma=gamma)).method
     rng = np.random.default_rng(1)
     average, seen = np.zeros(2), np.zeros(2, bool)
     for step in range(6):
@@ -201,7 +201,7 @@ def _toy_task_gradients(model, x, labels, weights):
 def test_gradnorm_weight_gradient_matches_finite_differences_of_l_grad():
     alpha = 1.5
     model = toy.model(GradNorm(alpha=alpha))
-    s = model.scheduler
+    s = model.method
     w0 = np.array([1.4, 0.6], "float32")
     initial = np.array([0.9, 0.5], "float32")
     s.task_weight.assign(w0)
@@ -235,7 +235,7 @@ def _weighted_norms(model, x, y):
     with tf.GradientTape(persistent=True) as tape:
         out = model(x, training=True)
         losses = [tf.reduce_mean(tf.square(out[name][:, 0] - y[:, k])) for k, name in enumerate("ab")]
-    weights = model.scheduler.task_weight.numpy()
+    weights = model.method.task_weight.numpy()
     norms = np.array([np.linalg.norm(tape.gradient(l, kernel).numpy()) for l in losses])
     return weights * norms, np.array([l.numpy() for l in losses])
 
@@ -254,7 +254,7 @@ def test_gradnorm_balances_the_weighted_gradient_norms_of_losses_a_hundred_times
     norms, loss = _weighted_norms(model, x, y)
     ratio = (loss / initial) / np.mean(loss / initial)
     np.testing.assert_allclose(norms[1] / norms[0], (ratio[1] / ratio[0]) ** alpha, rtol=0.1)
-    assert model.scheduler.task_weight.numpy().sum() == pytest.approx(2.0)
+    assert model.method.task_weight.numpy().sum() == pytest.approx(2.0)
 
 
 # ---------------------------------------------------------------------------- replicas
@@ -290,5 +290,5 @@ def test_two_replicas_equal_one_device(name, epochs, two_devices):
         np.testing.assert_allclose(b, a, atol=2e-5, rtol=1e-4, err_msg=variable.path)
     moved = [not np.allclose(w.numpy(), s) for w, s in zip(single.weights, start)]
     assert any(moved)
-    strategy_weights = {id(w) for w in single.scheduler.weights}
+    strategy_weights = {id(w) for w in single.method.weights}
     assert any(m for w, m in zip(single.weights, moved) if id(w) in strategy_weights), "strategy state never moved"

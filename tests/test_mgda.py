@@ -275,7 +275,7 @@ def test_pareto_mtl_stage1_descends_on_the_active_constraints_then_stops():
     g = _tape_gradients(model, batch, model.theta.all)
     applied = np.concatenate([x.ravel() for x in _applied_gradient(model, batch)])
     np.testing.assert_allclose(applied, directions[active][0] @ g, atol=1e-5)
-    assert model.scheduler.feasible.numpy() == 0.0
+    assert model.method.feasible.numpy() == 0.0
     # a preference with no active constraint: that step is a stage-2 (MGDA) step, then feasible
     batch, losses, p, _, _ = _pareto_case(False, want_active=False)
     model = _linear_model(ParetoMTL(preference=p, warmup_steps=10))
@@ -283,7 +283,7 @@ def test_pareto_mtl_stage1_descends_on_the_active_constraints_then_stops():
     beta = _slsqp_simplex(g @ g.T)
     applied = np.concatenate([x.ravel() for x in _applied_gradient(model, batch)])
     np.testing.assert_allclose(applied, 2 * beta @ g, atol=1e-5)
-    assert model.scheduler.feasible.numpy() == 1.0
+    assert model.method.feasible.numpy() == 1.0
 
 
 def test_constructor_arguments_are_checked_and_configured():

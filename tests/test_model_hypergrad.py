@@ -25,7 +25,7 @@ def _model(solver, upper_optimizer=None, hvp_chunks=1):
                                  upper_interval=1, solver=solver,
                                  upper=tfaux.upper.UpperSettings(clipnorm=0, weight_decay=0.0), hvp_chunks=hvp_chunks)
     model.compile(optimizer=keras.optimizers.SGD(0.01), upper_optimizer=upper_optimizer)
-    model.scheduler.table.assign(problem.phi[:, None].astype("float32"))
+    model.method.table.assign(problem.phi[:, None].astype("float32"))
     model.heads[0].kernel.assign(problem.theta_star()[:, None].astype("float32"))
     batch = {"x": tf.constant(problem.x, tf.float32), "labels": {"y": tf.constant(problem.y, tf.float32)},
              "id": tf.range(problem.n, dtype=tf.int64)}
@@ -58,10 +58,10 @@ def test_fit_upper_step_moves_phi_along_the_reference_scaled_hypergradient():
     eta = 0.5
     model, batch, dev, problem = _model(hypergrad.ConjugateGradient(iterations=10),
                                         upper_optimizer=keras.optimizers.SGD(eta))
-    before = model.scheduler.table.numpy()[:, 0].copy()
+    before = model.method.table.numpy()[:, 0].copy()
     model.optimizer.iterations.assign(1)  # step > 0 and step % M == 0: the upper step is due
     model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": dev}), epochs=1, verbose=0)
-    step = (before - model.scheduler.table.numpy()[:, 0]) / eta * 0.01
+    step = (before - model.method.table.numpy()[:, 0]) / eta * 0.01
     assert relative_error(step, problem.finite_difference()) < 2e-3
     scaled_norm = np.linalg.norm(problem.finite_difference()) / 0.01
     assert abs(model.hypergrad_norm.numpy() - scaled_norm) < 2e-3 * scaled_norm
@@ -78,7 +78,7 @@ def test_due_step_shares_its_pass_and_updates_theta_with_phi_before_the_upper_up
     model.optimizer.iterations.assign(1)
     model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": dev}), epochs=1, verbose=0)
     theta_star = problem.theta_star()
-    phi_new = model.scheduler.table.numpy()[:, 0].astype(np.float64)
+    phi_new = model.method.table.numpy()[:, 0].astype(np.float64)
     residual = problem.x @ theta_star - problem.y
     gradient_at_phi_new = 2 * problem.x.T @ (softplus(phi_new) * residual) / problem.n + 2 * problem.lam * theta_star
     moved = np.linalg.norm(model.heads[0].kernel.numpy()[:, 0] - theta_star)
@@ -104,10 +104,10 @@ def test_non_finite_hypergradient_skips_the_upper_step():
     model, batch, dev, _ = _model(hypergrad.ConjugateGradient(iterations=3),
                                   upper_optimizer=keras.optimizers.SGD(0.5))
     dev = {"x": dev["x"], "labels": {"y": dev["labels"]["y"] * np.nan}}
-    before = model.scheduler.table.numpy().copy()
+    before = model.method.table.numpy().copy()
     model.optimizer.iterations.assign(1)
     model.fit(tf.data.Dataset.from_tensors({"train": batch, "dev": dev}), epochs=1, verbose=0)
-    np.testing.assert_array_equal(model.scheduler.table.numpy(), before)
+    np.testing.assert_array_equal(model.method.table.numpy(), before)
     assert model.upper_skipped.numpy() == 1.0
 
 

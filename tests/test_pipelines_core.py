@@ -62,11 +62,11 @@ def test_digits_source_matches_sklearn():
 
     src = pipelines.DATASETS["digits"](None)
     bunch = load_digits()
-    assert src.features.shape == (1797, 8, 8, 1) and src.features.dtype == np.uint8
+    assert src.features.shape == (1797, 8, 8, 1) and src.features.dtype == np.float32
     np.testing.assert_array_equal(src.labels["label"], bunch.target)
     assert set(np.unique(src.labels["label"])) == set(range(10))
-    np.testing.assert_allclose(src.features[..., 0] / 255.0, bunch.images / 16.0, atol=0.5 / 255)
-    assert src.official_split is None and src.is_image and src.image_shape == (8, 8, 1)
+    np.testing.assert_array_equal(src.features[..., 0], bunch.images)  # sklearn's own 0..16 values
+    assert src.official_split is None and src.is_image and src.image_shape == (8, 8, 1) and src.pixel_max == 16
 
 
 def test_digits_default_split_sizes(digits):
@@ -280,14 +280,25 @@ def test_decoded_image_source_augments_train_only(two_args):
     assert data.input_spec == tf.TensorSpec((4, 4, 3), tf.float32)
     train, plain = gather(data.train(16)), gather(data.train_eval(16))
     assert np.ptp(train["x"]) == 0 and np.ptp(plain["x"]) > 0
-    pixels = (data.indices["train"] % 256) / 255.0  # every pixel of a train example
-    expected = (pixels[plain["id"]] - pixels.mean()) / pixels.std()
-    np.testing.assert_allclose(plain["x"][:, 2, 1, 0], expected, rtol=1e-4, atol=1e-5)
+    pixels = data.indices["train"] % 256  # every pixel of a train example, raw
+    np.testing.assert_array_equal(plain["x"][:, 2, 1, 0], pixels[plain["id"]])
+    expected = (pixels[plain["id"]] / 255.0 - (pixels / 255.0).mean()) / (pixels / 255.0).std()
+    normalised = data.preprocessing()(plain["x"]).numpy()
+    np.testing.assert_allclose(normalised[:, 2, 1, 0], expected, rtol=1e-4, atol=1e-5)
+    assert data.raw_dtype == tf.uint8
 
 
-def test_images_are_normalised_with_train_statistics(digits):
+def test_images_come_raw_and_preprocessing_normalises_with_train_statistics(digits):
+    from sklearn.datasets import load_digits
+
     x = gather(digits.train_eval(512))["x"]
-    assert abs(x.mean()) < 1e-4 and abs(x.std() - 1) < 1e-3
+    np.testing.assert_array_equal(x[..., 0], load_digits().images[digits.indices["train"]])  # raw 0..16
+    z = digits.preprocessing()(x).numpy()
+    assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
+    layers = digits.preprocessing().layers
+    assert [type(layer).__name__ for layer in layers] == ["Rescaling", "Normalization"]
+    assert layers[0].scale == 1 / 16 and digits.preprocessing() is not digits.preprocessing()
+    assert digits.raw_dtype == tf.float32
 
 
 def test_element_spec_and_train_with_dev(digits):
@@ -297,8 +308,10 @@ def test_element_spec_and_train_with_dev(digits):
     assert spec["labels"] == {"label": tf.TensorSpec((32,), tf.int32), "rotation": tf.TensorSpec((32,), tf.int32)}
     assert all(s.dtype == tf.float32 for s in spec["mask"].values()) and spec["id"].dtype == tf.int64
     src = tracking_source(kind="regression")
-    plain = make_dataset(src, Setting(dev_size=20)).val(8).element_spec
+    tabular = make_dataset(src, Setting(dev_size=20))
+    plain = tabular.val(8).element_spec
     assert "task_x" not in plain and plain["labels"]["y"].dtype == tf.float32
+    assert tabular.preprocessing() is None and tabular.raw_dtype == tf.float32  # non-image x is fed as it is
     pairs = digits.train_with_dev(100, dev_batch_size=50)
     assert set(pairs.element_spec) == {"train", "dev"} and pairs.element_spec["dev"]["x"].shape[0] == 50
     assert sum(1 for _ in pairs) == digits.num_train // 100

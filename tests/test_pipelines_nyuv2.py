@@ -79,9 +79,10 @@ def test_batches_through_pipelines_load_match_the_files(tmp_path):
     test = next(iter(data.test(8)))  # the val folder, in file order
     np.testing.assert_array_equal(test["labels"]["segmentation"], files[("val", "label")].astype(int))
     np.testing.assert_array_equal(test["labels"]["normal"], files[("val", "normal")])
-    train = next(iter(data.train_eval(8)))  # z-scored per channel with the training images' statistics
+    train = next(iter(data.train_eval(8)))  # raw; the preprocessing z-scores with the training images' statistics
     pixels = files[("train", "image")][data.indices["train"]].reshape(-1, 3).astype(np.float64)
-    np.testing.assert_allclose(np.asarray(train["x"]).reshape(-1, 3),
+    np.testing.assert_allclose(np.asarray(train["x"]).reshape(-1, 3), pixels, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(data.preprocessing()(train["x"]).numpy().reshape(-1, 3),
                                (pixels - pixels.mean(0)) / pixels.std(0), rtol=1e-4, atol=1e-4)
     dev = next(iter(data.dev(1)))
     assert dev["mask"]["depth"].numpy().sum() == 0 and dev["mask"]["segmentation"].numpy().sum() == 1

@@ -66,10 +66,16 @@ def aux_pair(aux_shape=(8, 8, 3), constant=False):
 
 
 def expected_aux(aux):
-    """Auxiliary training images in [0, 1], z-scored with their own per-channel statistics."""
+    """Auxiliary training images in [0, 1], z-scored with their own per-channel statistics (what the
+    model sees of task_x["aux"], which is served in the primary's raw pixel scale)."""
     x = aux.features[:120].astype(np.float64) / 255.0
     mean, std = x.reshape(-1, 3).mean(0), x.reshape(-1, 3).std(0)
     return (x - mean) / std, aux.labels["label"][:120]
+
+
+def seen(data, x):
+    """What the model sees of served images x: the dataset's preprocessing applied (numpy)."""
+    return data.preprocessing()(x).numpy()
 
 
 def match_rows(served, expected):
@@ -100,7 +106,7 @@ def test_aux_task_and_elements_of_every_split(pair):
     for split, ds in streams.items():
         b = gather(ds)
         assert b["task_x"]["aux"].shape == b["x"].shape and b["task_x"]["aux"].dtype == np.float32
-        rows = match_rows(b["task_x"]["aux"], expected)
+        rows = match_rows(seen(data, b["task_x"]["aux"]), expected)
         np.testing.assert_array_equal(b["labels"]["aux_label"], aux_y[rows])
         np.testing.assert_array_equal(b["mask"]["aux_label"], 0.0 if split == "dev" else 1.0)
         assert "rotation" in b["task_x"]  # both auxiliary inputs coexist
@@ -113,14 +119,14 @@ def test_aux_train_pairing_changes_each_epoch_and_follows_the_seed(pair):
     primary, aux, data = pair
     expected, _ = expected_aux(aux)
     ds = data.train(22)
-    epochs = [match_rows(gather(ds)["task_x"]["aux"], expected) for _ in range(2)]
+    epochs = [match_rows(seen(data, gather(ds)["task_x"]["aux"]), expected) for _ in range(2)]
     assert data.num_train >= 120 and all(len(np.unique(e[:120])) == 120 for e in epochs)  # a shuffle of all rows
     assert np.mean(epochs[0] != epochs[1]) > 0.5
     with registered(**{PRIMARY: primary, AUX: aux}):
         same = pipelines.load(PRIMARY, setting=Setting(aux_dataset=AUX, dev_size=12, seed=5))
         other = pipelines.load(PRIMARY, setting=Setting(aux_dataset=AUX, dev_size=12, seed=6))
-    np.testing.assert_array_equal(match_rows(gather(same.train(22))["task_x"]["aux"], expected), epochs[0])
-    assert np.mean(match_rows(gather(other.train(22))["task_x"]["aux"], expected) != epochs[0]) > 0.5
+    np.testing.assert_array_equal(match_rows(seen(same, gather(same.train(22))["task_x"]["aux"]), expected), epochs[0])
+    assert np.mean(match_rows(seen(other, gather(other.train(22))["task_x"]["aux"]), expected) != epochs[0]) > 0.5
 
 
 def test_aux_images_resized_to_the_primary_shape():
@@ -130,7 +136,7 @@ def test_aux_images_resized_to_the_primary_shape():
     expected = np.broadcast_to(((colour - colour.mean(0)) / colour.std(0))[:, None, None], (120, 8, 8, 3))
     b = gather(data.val(64))
     assert data.input_spec == tf.TensorSpec((8, 8, 3), tf.float32) and b["task_x"]["aux"].shape[1:] == (8, 8, 3)
-    np.testing.assert_allclose(b["task_x"]["aux"], expected[data.aux_indices["val"][b["id"]]], atol=1e-4)
+    np.testing.assert_allclose(seen(data, b["task_x"]["aux"]), expected[data.aux_indices["val"][b["id"]]], atol=1e-4)
 
 
 def error_of(fn):
@@ -187,7 +193,7 @@ def test_cifar10_with_cifar100_from_official_files(tmp_path):
     x = x.astype(np.float64) / 255.0
     expected = (x - x.reshape(-1, 3).mean(0)) / x.reshape(-1, 3).std(0)
     b = gather(data.train(16))
-    rows = match_rows(b["task_x"]["aux"], expected)
+    rows = match_rows(seen(data, b["task_x"]["aux"]), expected)
     np.testing.assert_array_equal(b["labels"]["aux_label"], fine[rows])
 
 
@@ -243,7 +249,8 @@ def test_setting_accepts_every_flag_of_the_issue():
 def test_auxiliary_model_trains_on_an_aux_dataset(pair):
     _, _, data = pair
     keras.utils.set_random_seed(0)
-    encoder = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(16, activation="relu")])
+    encoder = keras.Sequential([data.preprocessing(), keras.layers.Flatten(),
+                                keras.layers.Dense(16, activation="relu")])
     model = tfaux.AuxiliaryModel(encoder, data.tasks, tfaux.strategies.Equal(), data.input_spec,
                                  num_examples=data.num_train)
     model.compile(keras.optimizers.SGD(0.05))

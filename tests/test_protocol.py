@@ -46,7 +46,7 @@ def test_every_method_trains_with_two_targets_and_reports_both(name):
     keras.utils.set_random_seed(0)
     model = _model(strategies.get(name))
     train, with_dev = _streams()
-    history = model.fit(with_dev if model.scheduler.bilevel else train, validation_data=train, epochs=1, verbose=0)
+    history = model.fit(with_dev if model.method.bilevel else train, validation_data=train, epochs=1, verbose=0)
     logs = {k: v[-1] for k, v in history.history.items()}
     for key in ("main_accuracy", "second_accuracy", "val_main_accuracy", "val_second_accuracy"):
         assert np.isfinite(logs[key]), key
@@ -114,16 +114,16 @@ class _Counting(Strategy):
 
 def test_a_lower_strategy_variable_is_trained_with_theta():
     model = _model(_Counting())
-    assert model.scheduler.lower_variables == [model.scheduler.aux_scale]
-    assert model.scheduler.upper_variables == []
+    assert model.method.lower_variables == [model.method.aux_scale]
+    assert model.method.upper_variables == []
     train, _ = _streams()
     batch = next(iter(train))
     with tf.GradientTape() as tape:
         objective = model.lower_objective(batch)
-    expected = tape.gradient(objective, model.scheduler.aux_scale)
+    expected = tape.gradient(objective, model.method.aux_scale)
     model.train_step(batch)
-    assert float(model.scheduler.aux_scale) == pytest.approx(1.0 - 0.1 * float(expected), rel=1e-5)
-    assert float(model.scheduler.aux_scale) != 1.0
+    assert float(model.method.aux_scale) == pytest.approx(1.0 - 0.1 * float(expected), rel=1e-5)
+    assert float(model.method.aux_scale) != 1.0
 
 
 def test_hooks_run_exactly_once_per_step_and_epoch_under_mirrored_strategy(two_devices):
@@ -131,9 +131,9 @@ def test_hooks_run_exactly_once_per_step_and_epoch_under_mirrored_strategy(two_d
         model = _model(_Counting())
     train, _ = _streams()
     model.fit(train, epochs=3, verbose=0)
-    assert float(model.scheduler.steps.numpy()) == 3 * 4
-    assert float(model.scheduler.epochs.numpy()) == 3
-    assert float(model.scheduler.seen.numpy()) == 3 * N
+    assert float(model.method.steps.numpy()) == 3 * 4
+    assert float(model.method.epochs.numpy()) == 3
+    assert float(model.method.seen.numpy()) == 3 * N
 
 
 class _DirectTerm(Strategy):
@@ -163,7 +163,7 @@ def test_the_upper_objective_adds_its_direct_gradient():
     for c in (0.0, 0.3):
         keras.utils.set_random_seed(1)
         model = _model(_DirectTerm(c=c))
-        model.scheduler.phi.assign([0.5, -1.0, 2.0])
+        model.method.phi.assign([0.5, -1.0, 2.0])
         hyper, _ = model.hypergradient(pair["train"], pair["dev"])
         hypers.append(hyper[0].numpy())
     np.testing.assert_allclose(hypers[1] - hypers[0], 2 * 0.3 * np.array([0.5, -1.0, 2.0]), rtol=1e-4, atol=1e-6)
@@ -250,7 +250,7 @@ def test_a_strategy_can_add_a_task_with_generated_soft_labels():
     train, with_dev = _streams()
     pair = next(iter(with_dev))
     forward = model.forward(pair["train"], training=False)
-    soft = tf.nn.softmax(tf.matmul(pair["train"]["x"], model.scheduler.generator)).numpy()
+    soft = tf.nn.softmax(tf.matmul(pair["train"]["x"], model.method.generator)).numpy()
     logits = forward.outputs[1].numpy()
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     np.testing.assert_allclose(forward.losses[:, 1].numpy(), -(soft * log_p).sum(-1), rtol=1e-5)

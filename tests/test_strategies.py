@@ -18,7 +18,7 @@ def test_every_strategy_learns_the_primary_task_through_fit(name):
     train, both = toy.streams()
     val = tf.data.Dataset.from_tensor_slices(toy.examples(256, seed=5)).batch(64)
     before = model.evaluate(val, return_dict=True, verbose=0)["primary_accuracy"]
-    model.fit(both if model.scheduler.bilevel else train, epochs=8, verbose=0)
+    model.fit(both if model.method.bilevel else train, epochs=8, verbose=0)
     after = model.evaluate(val, return_dict=True, verbose=0)["primary_accuracy"]
     assert after > max(before, 0.8), (before, after)
 
@@ -84,7 +84,7 @@ def test_gcs_drops_an_auxiliary_gradient_that_conflicts_and_keeps_one_that_agree
 
 def test_jtds_weights_follow_equation_4():
     model = toy.model(strategies.JTDS())
-    s = model.scheduler
+    s = model.method
     rng = np.random.default_rng(1)
     for v in s.trainable_weights:
         v.assign(rng.normal(size=v.shape).astype("float32"))
@@ -104,7 +104,7 @@ def test_jtds_weights_follow_equation_4():
 def test_jtds_normalized_divides_by_the_mean_labelled_pair_weight():
     """Every weight of the batch over the mean of Eq. 4's weights over its labelled
     (example, task) pairs, computed in numpy."""
-    plain, normed = toy.model(strategies.JTDS()).scheduler, toy.model(strategies.JTDS(normalize=True)).scheduler
+    plain, normed = toy.model(strategies.JTDS()).method, toy.model(strategies.JTDS(normalize=True)).method
     rng = np.random.default_rng(2)
     for a, b in zip(plain.trainable_weights, normed.trainable_weights):
         value = rng.normal(size=a.shape).astype("float32")
@@ -120,10 +120,10 @@ def test_jtds_normalized_divides_by_the_mean_labelled_pair_weight():
 def test_njtds_upper_step_changes_only_the_rows_of_the_batch():
     model = toy.model(strategies.NJTDS(), upper_interval=1, upper=keras.optimizers.SGD(10.0))
     _, both = toy.streams()
-    before = model.scheduler.table.numpy().copy()
+    before = model.method.table.numpy().copy()
     model.optimizer.iterations.assign(1)
     model.fit(both.take(1), epochs=1, verbose=0)
-    changed = np.any(model.scheduler.table.numpy() != before, axis=1)
+    changed = np.any(model.method.table.numpy() != before, axis=1)
     assert changed[:32].any() and not changed[32:].any()
 
 
@@ -131,15 +131,15 @@ def test_auxilearn_combiner_stays_monotone():
     model = toy.model(strategies.AuxiLearn(), upper_interval=1, upper=keras.optimizers.SGD(100.0))
     _, both = toy.streams()
     model.fit(both, epochs=2, verbose=0)
-    assert all(k.numpy().min() >= 0.0 for k in model.scheduler.kernels)
+    assert all(k.numpy().min() >= 0.0 for k in model.method.kernels)
     losses = tf.constant(np.random.default_rng(0).random((50, 2)), tf.float32)
     bigger = losses + tf.constant([[0.0, 0.5]])
-    assert np.all(model.scheduler.combine(bigger).numpy() >= model.scheduler.combine(losses).numpy() - 1e-6)
+    assert np.all(model.method.combine(bigger).numpy() >= model.method.combine(losses).numpy() - 1e-6)
     # Non-negative weights and Softplus make g convex, so an example's effective primary
     # weight 1 + dg/dl_main never falls as its own primary loss grows (noisy labels get more).
     main_losses = tf.Variable(np.stack([np.linspace(0.0, 5.0, 50), np.full(50, 0.3)], 1), dtype=tf.float32)
     with tf.GradientTape() as tape:
-        total = tf.reduce_sum(model.scheduler.combine(main_losses))
+        total = tf.reduce_sum(model.method.combine(main_losses))
     slopes = tape.gradient(total, main_losses).numpy()[:, 0]
     assert np.all(np.diff(slopes) >= -1e-6)
 

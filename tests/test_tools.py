@@ -213,8 +213,8 @@ def test_schedule_recorder_in_a_run_matches_example_weights_after_training(compa
     assert h["weights"].shape == (1, 64, 2) and list(h["epochs"]) == [1] and list(h["tasks"]) == ["label", "rotation"]
     np.testing.assert_array_equal(h["ids"], np.sort(np.random.default_rng(0).choice(data.num_train, 64, replace=False)))
     np.testing.assert_allclose(h["weights"][-1], weights[h["ids"]], rtol=1e-5)
-    np.testing.assert_allclose(h["loss_scale"][-1], model.scheduler.loss_scale.numpy())
-    np.testing.assert_allclose(h["loss_shift"][-1], model.scheduler.loss_shift.numpy())
+    np.testing.assert_allclose(h["loss_scale"][-1], model.method.loss_scale.numpy())
+    np.testing.assert_allclose(h["loss_shift"][-1], model.method.loss_shift.numpy())
     np.testing.assert_array_equal(h["corrupted"], data.corrupted[h["ids"]])
     assert h["corrupted"].any() and not h["corrupted"].all()
     u = scipy.stats.mannwhitneyu(weights[~data.corrupted, 0], weights[data.corrupted, 0]).statistic
@@ -247,7 +247,7 @@ def test_schedule_recorder_over_epochs_on_a_toy_problem(tmp_path):
     recorder = ScheduleRecorder(every, toy.N, sample=16, seed=2, log_dir=str(tmp_path))
     scale, shift = np.array([[1.0, -1.0], [2.0, -2.0], [3.0, -3.0]]), np.array([[0.0, 0.5], [0.5, 1.0], [1.0, 1.5]])
     set_filter = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: (
-        model.scheduler.loss_scale.assign(scale[epoch]), model.scheduler.loss_shift.assign(shift[epoch])))
+        model.method.loss_scale.assign(scale[epoch]), model.method.loss_shift.assign(shift[epoch])))
     model.fit(toy.streams()[0], epochs=3, callbacks=[set_filter, recorder], verbose=0)
     h = recorder.history()
     assert h["weights"].shape == (3, 16, 2) and list(h["epochs"]) == [1, 2, 3] and list(h["tasks"]) == ["main", "aux"]

@@ -77,7 +77,7 @@ class ScheduleRecorder(keras.callbacks.Callback):
         self._epochs.append(epoch + 1)
         self._weights.append(weights[self.ids])
         self._auc.append(self.clean_vs_corrupted_auc(weights))
-        scheduler = self.model.scheduler
+        scheduler = self.model.method
         if getattr(scheduler, "loss_scale", None) is not None:
             self._scale.append(np.array(keras.ops.convert_to_numpy(scheduler.loss_scale), np.float32))
             self._shift.append(np.array(keras.ops.convert_to_numpy(scheduler.loss_shift), np.float32))

@@ -1,11 +1,23 @@
-"""Primary-task SavedModel for serving: a batch of inputs in, primary prediction out.
+"""Primary-task SavedModel for serving: a batch of raw inputs in, primary prediction out.
 
-The `serve` signature checks every call before the model runs (TensorFlow Serving and
-`signatures["serving_default"]` do not check shapes themselves: a batch without its batch
-dimension reached the convolution and aborted the process). A bad call is answered with an
-InvalidArgumentError whose message names the input and what was expected. The signature
-declares each input with an unknown shape (its dtype fixed): a declared shape would let
-TensorFlow fold the rank and size checks away as always true.
+The `serve` endpoint (and its `serving_default` signature) declares every input with its real
+shape, [batch] + the example's shape, and dtype, so `saved_model_cli show` tells a caller what
+to send. Any normalisation is part of the model (e.g. the dataset's `preprocessing()` layer in
+front of the encoder), so raw inputs go in: images as the dataset stores them (uint8 0-255 for
+MNIST when exported with dtype=data.raw_dtype; an integer dtype is cast to the model's float
+dtype in the graph), recommendation ids as the dataset's own ids (mapped by Keras lookups).
+
+Bad calls are answered with a Python exception naming the input (a dtype refused by the
+signature: by position), and the process keeps running. `loaded.serve` (a restored tf.function)
+is bound to the declared TensorSpec by TensorFlow, which refuses a wrong rank, size or dtype
+with a TypeError quoting the expected `TensorSpec(shape=(None, ...), dtype=..., name='x')`. The
+`serving_default` signature does not check shapes (a batch without its batch dimension used to
+reach the convolution and abort the process): there an EnsureShape op on every input answers
+"Shape of tensor x [8,8,1] is not compatible with expected shape [?,8,8,1]" (rank and size
+asserts would be folded away as always true once the shape is declared; EnsureShape is not),
+and a wrong dtype is refused before the graph runs, by position ("input #0(zero-based) was
+expected to be a float tensor but is a int32 tensor"). NaN or infinite float inputs: "serve:
+input x holds NaN or infinite values".
 """
 
 import keras
@@ -13,25 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 
-def _shape_text(shape):
-    return "[batch, " + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _checked(name, x, spec):
-    """x after asserting rank, inner size and (floats) finiteness against the example spec."""
-    dims = list(spec.shape)
-    rank_ok = tf.equal(tf.size(tf.shape(x)), len(dims) + 1)
-    known = [i for i, d in enumerate(dims) if d is not None]
-
-    def size_ok():
-        inner = tf.gather(tf.shape(x)[1:], known)
-        return tf.reduce_all(tf.equal(inner, tf.constant([dims[i] for i in known], tf.int32)))
-
-    ok = tf.cond(rank_ok, size_ok, lambda: tf.constant(False)) if known else rank_ok
-    check = tf.debugging.Assert(ok, [f"serve: input {name} must have shape {_shape_text(dims)} (batch "
-                                     "dimension first); got shape", tf.shape(x)])
-    with tf.control_dependencies([check]):
-        x = tf.ensure_shape(tf.identity(x), [None] + dims)
+def _checked(name, x, shape):
+    """x, its shape checked at run time against [None] + shape (an EnsureShape op: unlike an
+    assert on the declared shape, not folded away; it catches calls that skip TensorFlow's own
+    check, e.g. `signatures["serving_default"]`) and, for floats, every value finite."""
+    x = tf.ensure_shape(x, [None, *shape])
     if x.dtype.is_floating:
         x = tf.debugging.assert_all_finite(x, f"serve: input {name} holds NaN or infinite values")
     return x
@@ -62,11 +60,15 @@ def _indices(name, raw, lookup, dtype):
         return tf.cast(index - 1, dtype)
 
 
-def export_primary(model, path, vocabularies=None):
-    """Write a SavedModel whose `serve` signature maps a batch of inputs x to
+def export_primary(model, path, vocabularies=None, dtype=None):
+    """Write a SavedModel whose `serve` signature maps a batch of raw inputs x to
     {"scores": primary head output, "prediction": probabilities / value}.
     Auxiliary heads and the scheduler are not part of it.
 
+    Every input is declared with shape [None] + its example shape (model.input_spec_nest).
+    dtype: the dtype served for a single (non-dict) input, default the model's input dtype;
+    an integer dtype for a float model (e.g. tf.uint8, a dataset's `raw_dtype`, for 0-255
+    pixels) is cast to the model's dtype in the graph.
     vocabularies: {input key: 1-D array, the dataset's raw id of index 0, 1, ...} for dict
     inputs whose values are indices (pipelines' `data.vocabularies`, e.g. MovieLens user and
     item ids): that key is then served as raw ids (int64, or string), mapped to indices in
@@ -76,6 +78,8 @@ def export_primary(model, path, vocabularies=None):
     unknown = sorted(set(vocabularies) - set(spec if isinstance(spec, dict) else ()))
     if unknown:
         raise ValueError(f"vocabularies name inputs the model does not have: {unknown}.")
+    if dtype is not None and isinstance(spec, dict):
+        raise ValueError("dtype is for a model with one input x; dict inputs are served with their own dtypes.")
     lookups = {k: _lookup(v) for k, v in vocabularies.items()}
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -83,23 +87,29 @@ def export_primary(model, path, vocabularies=None):
         layer(np.asarray(layer.get_vocabulary()[1:2]))  # built (by a call), then tracked with its table
         archive.track(layer)
 
-    def prepared(name, x, s):
+    def served_dtype(name, s):
         if name in lookups:
-            return _indices(name, _checked(name, x, tf.TensorSpec(s.shape, x.dtype)), lookups[name], s.dtype)
-        return _checked(name, x, s)
+            return tf.string if _is_text(vocabularies[name]) else tf.int64
+        served = tf.as_dtype(s.dtype if dtype is None else dtype)
+        if served != s.dtype and not (served.is_integer and s.dtype.is_floating):
+            raise ValueError(f"dtype {served.name} cannot be served to a model whose input {name} is {s.dtype.name} "
+                             "(only an integer dtype may be cast to a float input).")
+        return served
+
+    def prepared(name, x, s):
+        x = _checked(name, x, s.shape)
+        return _indices(name, x, lookups[name], s.dtype) if name in lookups else tf.cast(x, s.dtype)
+
+    def declared(name, s):
+        return tf.TensorSpec([None, *s.shape], served_dtype(name, s), name=name)
 
     if isinstance(spec, dict):
-        def raw_spec(k, s):
-            if k not in lookups:
-                return tf.TensorSpec(None, s.dtype, name=k)
-            return tf.TensorSpec(None, tf.string if _is_text(vocabularies[k]) else tf.int64, name=k)
-
-        signature = {k: raw_spec(k, s) for k, s in spec.items()}
+        signature = {k: declared(k, s) for k, s in spec.items()}
 
         def serve(inputs):
             return model.primary_prediction({k: prepared(k, inputs[k], s) for k, s in spec.items()})
     else:
-        signature = tf.TensorSpec(None, spec.dtype, name="x")
+        signature = declared("x", spec)
 
         def serve(x):
             return model.primary_prediction(prepared("x", x, spec))

@@ -28,6 +28,7 @@ layer (BatchNorm) or statistic (JTDS' loss z-scores) then uses each sub-batch's 
 
 import dataclasses
 
+import keras
 import tensorflow as tf
 
 
@@ -48,6 +49,14 @@ class IterativeSolver:
 
     steps = 0
 
+    def get_config(self):
+        """The solver's fields (a subclass is a frozen dataclass), for Keras serialization."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
     def resolve_alpha(self, alpha):
         return alpha
 
@@ -59,6 +68,7 @@ class IterativeSolver:
         return self.result(state, alpha)
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 @dataclasses.dataclass(frozen=True)
 class Neumann(IterativeSolver):
     """H^{-1} v ~= alpha * sum_{j=0..K} (I - alpha H)^j v  (Lorraine et al. 2020).
@@ -95,6 +105,7 @@ class Neumann(IterativeSolver):
         return [alpha * s for s in state[1]]
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 @dataclasses.dataclass(frozen=True)
 class ConjugateGradient(IterativeSolver):
     """Solve (H + damping I) x = v by `iterations` steps of conjugate gradient."""

@@ -33,7 +33,7 @@ def _weights_function(model):
         losses = forward.losses
         with tf.GradientTape() as tape:
             tape.watch(losses)
-            objective = model.scheduler.lower_loss(losses, context)
+            objective = model.method.lower_loss(losses, context)
         grads = tape.gradient(objective, losses)
         grads = tf.zeros_like(losses) if grads is None else grads
         return grads * context.global_batch

@@ -41,6 +41,8 @@ class Task:
                  layers) before the 1x1 output convolution.
     head_fn:     optional callable returning a custom head layer (overrides head_units).
     ignore_index: label of unlabelled pixels of a dense_classification task (NYUv2: -1).
+    from_logits: whether the head outputs logits (tfaux's heads) or probabilities (a Keras
+                 head ending in softmax / sigmoid, `AuxiliaryModel.from_keras`).
     """
 
     name: str
@@ -51,6 +53,7 @@ class Task:
     head_units: tuple = ()
     head_fn: object = None
     ignore_index: int = -1
+    from_logits: bool = True
 
     def __post_init__(self):
         if self.role not in (PRIMARY, AUXILIARY):
@@ -61,6 +64,27 @@ class Task:
             raise ValueError(f"Task '{self.name}': a primary (target) task must be one of {TARGET_KINDS}.")
         if self.kind in ("classification", "soft", "dense_classification") and self.num_classes < 2:
             raise ValueError(f"Task '{self.name}': a classification task needs num_classes >= 2.")
+
+    def get_config(self):
+        """The task's fields (JSON); a custom `head_fn` is not kept: the model saves the head itself."""
+        config = dataclasses.asdict(self)
+        config.pop("head_fn")
+        config["head_units"] = list(self.head_units)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "head_units": tuple(config.get("head_units", ()))})
+
+    def logits(self, outputs):
+        """The head's output as logits: as is, or log-probabilities of a probability head
+        (binary: log p - log(1 - p)), clipped to Keras' epsilon as its crossentropies do."""
+        outputs = tf.cast(outputs, tf.float32)
+        if self.from_logits or self.kind not in ("classification", "binary", "soft", "dense_classification"):
+            return outputs
+        eps = keras.config.epsilon()
+        p = tf.clip_by_value(outputs, eps, 1.0 - eps)
+        return tf.math.log(p) - tf.math.log(1.0 - p) if self.kind == "binary" else tf.math.log(p)
 
     @property
     def is_primary(self):
@@ -107,7 +131,7 @@ class Task:
         v = 0. dense_classification: l = -log softmax(o)[y], v = [y != ignore_index];
         dense_regression: l = sum_c |o_c - y_c|, v = [y != 0]; dense_normal:
         l = 1 - <o / |o|, y / |y|>, v = [y != 0] (MTAN's masks: pixels with a non-zero target)."""
-        outputs = tf.cast(outputs, tf.float32)
+        outputs = self.logits(outputs)
         if self.kind == "dense_classification":
             y = tf.cast(tf.reshape(labels, tf.shape(outputs)[:-1]), tf.int32)
             valid = tf.not_equal(y, self.ignore_index)
@@ -134,7 +158,7 @@ class Task:
         mean of its per-pixel losses over the example's valid pixels, `dense_losses`)."""
         if self.is_dense:
             return self.dense_losses(labels, outputs)[1]
-        outputs = tf.cast(outputs, tf.float32)
+        outputs = self.logits(outputs)
         if self.kind == "consistency":  # labels: the features of batch["x"] (AuxiliaryModel.forward)
             a = tf.math.l2_normalize(tf.reshape(outputs, [tf.shape(outputs)[0], -1]), axis=-1)
             b = tf.math.l2_normalize(tf.reshape(tf.cast(labels, tf.float32), [tf.shape(outputs)[0], -1]), axis=-1)
@@ -157,9 +181,9 @@ class Task:
         if self.kind == "dense_regression":
             return outputs
         if self.kind in ("classification", "soft", "dense_classification"):
-            return tf.nn.softmax(outputs, axis=-1)
+            return tf.nn.softmax(outputs, axis=-1) if self.from_logits else outputs
         if self.kind == "binary":
-            return tf.sigmoid(tf.reshape(outputs, [-1]))
+            return tf.sigmoid(tf.reshape(outputs, [-1])) if self.from_logits else tf.reshape(outputs, [-1])
         return tf.reshape(outputs, [-1])
 
     @property

@@ -24,6 +24,7 @@ import keras
 OPTIMIZERS = ("sgd", "adam")
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 @dataclasses.dataclass(frozen=True)
 class UpperSettings:
     """Upper-level update of phi, in the reference scale g = dL_dev/dphi / alpha.
@@ -50,6 +51,14 @@ class UpperSettings:
                 raise ValueError(f"upper {name} must be a finite number >= 0, got {value}.")
         if self.clipnorm is not None and (not self.clipnorm >= 0.0 or self.clipnorm == float("inf")):
             raise ValueError(f"upper clipnorm must be a finite number >= 0 (0: no clipping), got {self.clipnorm}.")
+
+    def get_config(self):
+        """The settings' fields, for Keras serialization."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def override(self, **values):
         """A copy with every value that is not None replaced (unset flags keep the method's)."""

@@ -5,9 +5,10 @@ multi-head self-attention with residual connections."""
 import keras
 import tensorflow as tf
 
-from tfaux.models.tabular import FeatureEmbedding
+from tfaux.models.tabular import FeatureEmbedding, as_specs, spec_config
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class InteractingLayer(keras.layers.Layer):
     """One interacting layer (Sec. 4.3, Eqs. 5-8) on fields [B, F, d_in] -> [B, F, heads * head_dim]:
 
@@ -45,13 +46,17 @@ class InteractingLayer(keras.layers.Layer):
         return {**super().get_config(), "heads": self.heads, "head_dim": self.head_dim}
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class AutoInt(keras.layers.Layer):
     """FeatureEmbedding (one e-dim embedding per field, fields in sorted name order) ->
-    [B, F, e] -> `blocks` InteractingLayers -> flatten: [B, F * heads * head_dim]."""
+    [B, F, e] -> `blocks` InteractingLayers -> flatten: [B, F * heads * head_dim].
+    input_spec: a dict of tf.TensorSpec (or tensors)."""
 
     def __init__(self, input_spec, embedding_dim=16, blocks=4, heads=4, head_dim=None, num_bins=1 << 16,
                  **kwargs):
         super().__init__(**kwargs)
+        input_spec = self.input_spec_dict = as_specs(input_spec)
+        self.blocks, self.heads, self.head_dim, self.num_bins = blocks, heads, head_dim, num_bins
         integer = sorted(n for n, s in input_spec.items() if s.dtype.is_integer)
         floats = sorted(n for n, s in input_spec.items() if not s.dtype.is_integer)
         for n in integer:
@@ -63,11 +68,24 @@ class AutoInt(keras.layers.Layer):
         self.features = FeatureEmbedding(integer, floats, self.embedding_dim, num_bins=num_bins)
         self.interacting = [InteractingLayer(heads, head_dim, name=f"interacting_{i}") for i in range(int(blocks))]
 
+    def build(self, input_shape):
+        self.features.build(input_shape)
+        width = self.embedding_dim
+        for layer in self.interacting:
+            layer.build((None, self.num_fields, width))
+            width = layer.heads * layer.head_dim
+        self.built = True
+
     def call(self, inputs, training=False):
         h = tf.reshape(self.features(inputs), [-1, self.num_fields, self.embedding_dim])
         for layer in self.interacting:
             h = layer(h)
         return tf.reshape(h, [-1, self.num_fields * int(h.shape[-1])])
+
+    def get_config(self):
+        return {**super().get_config(), "input_spec": spec_config(self.input_spec_dict),
+                "embedding_dim": self.embedding_dim, "blocks": self.blocks, "heads": self.heads,
+                "head_dim": self.head_dim, "num_bins": self.num_bins}
 
 
 def autoint(input_spec, embedding_dim=16, blocks=4, heads=4, head_dim=None, num_bins=1 << 16, name="autoint"):

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class MaxPoolWithMask(keras.layers.Layer):
     """2x2 max-pool, stride 2: y[b, i, j, c] = x[b, 2i + a*, 2j + d*, c] with (a*, d*) the first
     maximum of the window in row-major order (PyTorch's MaxPool2d choice), and the one-hot mask
@@ -24,6 +25,7 @@ class MaxPoolWithMask(keras.layers.Layer):
         return tf.reduce_sum(windows * mask, -1), mask
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class MaxUnpool(keras.layers.Layer):
     """Inverse of MaxPoolWithMask: u[b, 2i + a, 2j + d, c] = y[b, i, j, c] at the remembered
     position of each window, 0 at the three others."""

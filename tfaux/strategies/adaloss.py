@@ -17,12 +17,14 @@ gamma = 0.07 (its anytime-network-specific `final_extra` is not used). The lower
 objective is sum_k w_k L_k with L_k = (1/B) sum_i m_ik l_ik.
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux import distribute
 from tfaux.strategies.base import Strategy
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class AdaLoss(Strategy):
     logs_weights = True
 

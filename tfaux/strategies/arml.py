@@ -39,6 +39,7 @@ model, exact on resume). The per-task backward passes run only on the steps that
 (their all-replica sum runs every step: a cross-replica reduction cannot sit inside a tf.cond).
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -50,6 +51,7 @@ from tfaux.strategies.base import Strategy
 ALGORITHMS = (1, 2)
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class ARML(Strategy):
     """Auxiliary weights alpha on {sum alpha = K, alpha >= 0}, matched every `interval` steps
     to the main gradient (Eq. A11); see the module docstring for the options."""
@@ -77,8 +79,8 @@ class ARML(Strategy):
     def setup(self, tasks, feature_dim, num_examples):
         super().setup(tasks, feature_dim, num_examples)
         self.num_aux = self.num_tasks - self.num_targets
-        if self.temperature is None:
-            self.temperature = 1.0 / float(num_examples) if num_examples else 1.0
+        default = 1.0 / float(num_examples) if num_examples else 1.0
+        self.noise_temperature = default if self.temperature is None else self.temperature  # Eq. A9's noise
         self.alpha = self.add_state(shape=(self.num_aux,), name="alpha", initializer="ones")
         self.stable_updates = self.add_state(name="stable_updates")  # algorithm 1: updates in a row that moved little
         self.converged = self.add_state(name="converged")             # algorithm 1: 1 once alpha has converged
@@ -123,7 +125,7 @@ class ARML(Strategy):
         new = tf.where(due, self.alpha_step(old, b, gram), old)
         self.alpha.assign(new)
         if self.algorithm == 1:
-            if self.temperature > 0:  # Langevin phase (Eq. A9): before this step's convergence test
+            if self.noise_temperature > 0:  # Langevin phase (Eq. A9): before this step's convergence test
                 self.add_langevin_noise(context)
             small = tf.reduce_max(tf.abs(new - old)) <= self.tolerance
             stable = tf.where(due, tf.where(small, self.stable_updates + 1.0, 0.0), self.stable_updates)
@@ -133,7 +135,7 @@ class ARML(Strategy):
     def add_langevin_noise(self, context):
         """theta += eta, eta ~ N(0, 2 eps_t temperature) while alpha has not converged; the draw is
         a function of (seed, step, variable index), the same on every replica."""
-        scale = tf.sqrt(2.0 * context.learning_rate * self.temperature) * (1.0 - self.converged)
+        scale = tf.sqrt(2.0 * context.learning_rate * self.noise_temperature) * (1.0 - self.converged)
         for index, variable in enumerate(context.variables.all):
             seed = tf.stack([tf.cast(self.seed, tf.int64) * 1_000_003 + context.step, tf.constant(index, tf.int64)])
             noise = tf.random.stateless_normal(tf.shape(variable), seed=seed, dtype=variable.dtype)

@@ -21,6 +21,7 @@ Its reference defaults: hidden (8, 16), kernels U(0, 0.1); upper SGD(1e-4, momen
 decay 1e-5, clip 100 (experiments/nyuv2/trainer_cnn.py).
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux.strategies import combiners
@@ -28,6 +29,7 @@ from tfaux.strategies.base import Strategy
 from tfaux.upper import UpperSettings
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class AuxiLearn(Strategy):
     """combiner: a name in COMBINERS; hidden, init_upper, seed: its layer widths, U(0, init_upper)
     kernel init and seed (nonlinear, deep_linear and convnet; None: the combiner's reference

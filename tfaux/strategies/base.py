@@ -33,10 +33,13 @@ tasks whose labels the strategy produces (e.g. a learned auxiliary-label head); 
 may read features the strategy produces too (`generated_input_keys` / `generated_input`, e.g.
 DTG-AuxL's generated samples): its head is then one of the model's, in theta like any other.
 
-Strategies are Keras layers so that their variables are saved with the model's weights.
+Strategies are Keras layers so that their variables are saved with the model's weights, and
+registered Keras serializables whose `get_config` is their constructor arguments, so that a model's
+config can rebuild them (`from_config`).
 """
 
 import dataclasses
+import inspect
 
 import keras
 import tensorflow as tf
@@ -100,8 +103,30 @@ class Context:
         return distribute.global_batch_size(tf.shape(self.losses)[0])
 
 
+def serialize_callable(value, argument):
+    """A constructor argument that may be a callable, as a config value: None and strings as they
+    are, a registered Keras function or an object of a registered Keras class as its serialized
+    dict (`keras.saving.serialize_keras_object`); any other callable raises a ValueError."""
+    if value is None or isinstance(value, str):
+        return value
+    target = value if inspect.isfunction(value) else type(value)
+    if keras.saving.get_registered_object(keras.saving.get_registered_name(target)) is not target:
+        raise ValueError(f"Cannot serialize argument '{argument}' ({value!r}): pass a string name or a "
+                         "callable registered with keras.saving.register_keras_serializable.")
+    return keras.saving.serialize_keras_object(value)
+
+
+def deserialize_callable(value):
+    """The inverse of `serialize_callable`."""
+    return keras.saving.deserialize_keras_object(value) if isinstance(value, dict) else value
+
+
+@keras.saving.register_keras_serializable(package="tfaux")
 class Strategy(keras.layers.Layer):
-    """Base: every labelled (example, task) pair weighted 1 (subclasses change this)."""
+    """Base: every labelled (example, task) pair weighted 1 (subclasses change this).
+
+    `get_config` returns the constructor arguments (subclasses add theirs to this Layer config);
+    arguments named in `callable_args` may be callables, serialized by `serialize_callable`."""
 
     bilevel = False
     persistent_tape = False
@@ -111,6 +136,23 @@ class Strategy(keras.layers.Layer):
     main_data = None  # single-level methods: "labelled" adds a stream of labelled target examples
     solver = None  # bi-level methods whose definition fixes the inverse-Hessian approximation (e.g. MAXL's
     #                one-step look-ahead, hypergrad.Neumann(terms=0)); set, it replaces the model's solver
+
+    callable_args = ()
+
+    def get_config(self):
+        return super().get_config()
+
+    @classmethod
+    def from_config(cls, config):
+        config = {k: deserialize_callable(v) if k in cls.callable_args else v for k, v in config.items()}
+        return super().from_config(config)
+
+    needs_ids = False  # keeps one parameter per training example: batches must carry example ids
+
+    def set_loss_weights(self, weights):
+        """compile(loss_weights={task: w}): fixed task weights, for methods that take them."""
+        raise ValueError(f"{type(self).__name__} sets its own task weights; compile(loss_weights=...) applies to "
+                         "method 'equal' (fixed weights) only.")
 
     def setup_inputs(self, input_spec):
         """Called once, before `setup`, with the nest of tf.TensorSpec of one example's x (no batch

@@ -84,7 +84,7 @@ import keras
 import tensorflow as tf
 
 from tfaux import distribute
-from tfaux.strategies.base import Strategy
+from tfaux.strategies.base import Strategy, serialize_callable
 from tfaux.strategies.label_generation import marginal_negentropy
 from tfaux.tasks import Task
 from tfaux.upper import UpperSettings
@@ -149,6 +149,17 @@ def _encode(task, labels, mask):
     return y * tf.reshape(tf.cast(mask, tf.float32), [-1, 1])
 
 
+def _activation_config(activation):
+    """An activation as a config value: a Keras activation function by its name, else as
+    `serialize_callable` gives it (a string as it is, a registered function serialized)."""
+    try:
+        if callable(activation) and keras.activations.get(activation.__name__) is activation:
+            return activation.__name__
+    except (AttributeError, ValueError):  # not one of Keras' activations
+        pass
+    return serialize_callable(activation, "activation")
+
+
 def _variance(values, mask):
     """The all-replica variance of [B] values over the rows where mask is 1."""
     mask = tf.reshape(tf.cast(mask, tf.float32), [-1])
@@ -158,6 +169,7 @@ def _variance(values, mask):
     return tf.maximum(sums[2] / count - tf.square(sums[1] / count), 0.0)
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class DTGAuxL(Strategy):
     """DTG-AuxL's joint generator, generated task and instance regulariser (module docstring).
 
@@ -185,6 +197,7 @@ class DTGAuxL(Strategy):
     upper_data = "train"
     upper_defaults = UpperSettings(optimizer="adam", learning_rate=1e-2, momentum=0.0, weight_decay=0.0,
                                    clipnorm=0.0)
+    callable_args = ("head_fn", "activation")  # in get_config: registered Keras serializables (serialize_callable)
 
     def __init__(self, width=64, depth=3, label_bias=None, reg_weight=0.2, use_aux_labels=True,
                  generate_data=True, linear=True, nonlinear_terms=1, generated_weight=1.0,
@@ -378,5 +391,6 @@ class DTGAuxL(Strategy):
                 "reg_weight": self.reg_weight, "use_aux_labels": self.use_aux_labels,
                 "generate_data": self.generate_data, "linear": self.linear,
                 "nonlinear_terms": self.nonlinear_terms, "generated_weight": self.generated_weight,
-                "aux_input_key": self.aux_input_key, "seed": self.seed, "activation": self.activation,
+                "aux_input_key": self.aux_input_key, "head_fn": serialize_callable(self.head_fn, "head_fn"),
+                "seed": self.seed, "activation": _activation_config(self.activation),
                 "pair_group": self.pair_group}

@@ -12,12 +12,14 @@ sums, after every lower step) and the last two epochs' average losses, shifted a
 end of every epoch.
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux import distribute
 from tfaux.strategies.base import Strategy
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class DWA(Strategy):
     logs_weights = True
 

@@ -1,10 +1,12 @@
 """Equal / NAL: fixed linear task weights (seed 000's "Equal" and "NAL" baselines)."""
 
+import keras
 import tensorflow as tf
 
 from tfaux.strategies.base import Strategy
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class Equal(Strategy):
     """L_t = (1/B) sum_i sum_k lambda_k l_ik with fixed lambda (default all 1).
 
@@ -28,6 +30,11 @@ class Equal(Strategy):
         if unknown:
             raise ValueError(f"Equal task_weights name unknown tasks {unknown}; tasks are {names}.")
         self.lambdas = tf.constant([float(self.task_weights.get(n, 1.0)) for n in names])
+
+    def set_loss_weights(self, weights):
+        """compile(loss_weights=...): these task weights replace task_weights (unnamed tasks: 1)."""
+        self.task_weights = dict(weights)
+        self.setup(self.tasks, None, None)
 
     def example_weights(self, context):
         return tf.ones_like(context.losses) * self.lambdas[None, :]

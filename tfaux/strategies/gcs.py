@@ -9,6 +9,7 @@ target kept with gate 1); every task head gets its own task's
 gradient unchanged; the regularization's gradient is added once (tfaux.task_gradients).
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux import task_gradients as tg
@@ -25,6 +26,7 @@ def cosine_gates(flat, weighted=False, num_targets=1):
     return tf.concat([tf.ones([num_targets]), gates[num_targets:]], 0)
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class GCS(Strategy):
     persistent_tape = True
 

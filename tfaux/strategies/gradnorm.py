@@ -15,6 +15,7 @@ Norms are of the all-replica gradients; the ratios r_k use each task's mean loss
 labelled examples (all replicas).
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux import distribute
@@ -37,6 +38,7 @@ def gradnorm_weight_gradient(weights, norms, ratios, alpha):
     return tf.sign(g - target) * norms
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class GradNorm(Strategy):
     persistent_tape = True
     logs_weights = True

@@ -47,6 +47,7 @@ def pair_normalized(weights, masks):
     return weights * tf.maximum(count, 1.0) / tf.maximum(total, 1e-30)
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class JTDS(Strategy):
     """Task-data scheduler of Eq. 4, learned by implicit hypergradients.
 

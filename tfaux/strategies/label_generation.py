@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 
 from tfaux import distribute, hypergrad, models
-from tfaux.strategies.base import Strategy
+from tfaux.strategies.base import Strategy, serialize_callable
 from tfaux.tasks import Task
 from tfaux.upper import UpperSettings
 
@@ -69,6 +69,7 @@ def marginal_negentropy(soft_labels, mask):
     return tf.reduce_sum(tf.math.xlogy(pbar, pbar)) / float(distribute.num_replicas())
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class LabelGenerator(Strategy):
     """A generator g(x; phi) of soft auxiliary labels for one extra "soft" task (base of the
     three methods; bi-level, updated by the model's hypergradient of `upper_objective`).
@@ -82,9 +83,13 @@ class LabelGenerator(Strategy):
                     (default: the primary task's head_units, then Dense(C * psi)).
     entropy_weight: lambda of MAXL's lambda * sum_j pbar_j log pbar_j in the upper objective.
     task_name:      name of the generated task.
+
+    In `get_config`, a callable backbone or aux_head_fn must be a registered Keras serializable
+    (base.serialize_callable).
     """
 
     bilevel = True
+    callable_args = ("backbone", "aux_head_fn")
     upper_defaults = UpperSettings(learning_rate=1e-3, momentum=0.9, weight_decay=1e-4, clipnorm=25.0)
 
     def __init__(self, psi=5, backbone=None, head_units=None, aux_head_fn=None, entropy_weight=0.0,
@@ -114,8 +119,7 @@ class LabelGenerator(Strategy):
         if self.task_name in {t.name for t in tasks}:
             raise ValueError(f"{type(self).__name__}: a task is already named '{self.task_name}' (set task_name).")
         self.primary_name, self.num_classes = primary.name, int(primary.num_classes)
-        if self.head_units is None:
-            self.head_units = tuple(primary.head_units)
+        self.generator_units = tuple(primary.head_units if self.head_units is None else self.head_units)
         return [Task(self.task_name, kind="soft", num_classes=self.num_classes * self.psi,
                      head_units=tuple(primary.head_units), head_fn=self.aux_head_fn)]
 
@@ -125,7 +129,7 @@ class LabelGenerator(Strategy):
             body = self.backbone(input_spec)
         else:
             body = BACKBONES[self.backbone](input_spec) if self.backbone else models.for_input(input_spec)
-        layers = [keras.layers.Dense(u, activation="relu") for u in self.head_units]
+        layers = [keras.layers.Dense(u, activation="relu") for u in self.generator_units]
         layers.append(keras.layers.Dense(self.num_classes * self.psi, name="generator_logits"))
         self.generator_body, self.generator_head = body, keras.Sequential(layers, name="generator_head")
         zeros = tf.nest.map_structure(lambda s: tf.zeros((2,) + tuple(s.shape), s.dtype), input_spec)
@@ -162,16 +166,18 @@ class LabelGenerator(Strategy):
         return objective
 
     def get_config(self):
-        return {**super().get_config(), "psi": self.psi, "head_units": self.head_units,
-                "entropy_weight": self.entropy_weight, "task_name": self.task_name,
-                "backbone": self.backbone if isinstance(self.backbone, str) else None}
+        return {**super().get_config(), "psi": self.psi, "backbone": serialize_callable(self.backbone, "backbone"),
+                "head_units": self.head_units, "aux_head_fn": serialize_callable(self.aux_head_fn, "aux_head_fn"),
+                "entropy_weight": self.entropy_weight, "task_name": self.task_name}
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class AuxiLearnLabels(LabelGenerator):
     """AuxiLearn's learned auxiliary labels (seed 002, Sec. 3.3): phi by the implicit hypergradient
     of the main loss on the dev (auxiliary) set, no entropy term."""
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class MAXL(LabelGenerator):
     """MAXL (Liu et al. 2019): one-step look-ahead meta-gradient (Neumann K = 0) on training
     batches, plus 0.2 * sum_j pbar_j log pbar_j against collapsed sub-class usage."""
@@ -186,6 +192,7 @@ class MAXL(LabelGenerator):
                          entropy_weight=entropy_weight, task_name=task_name, **kwargs)
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class FrozenLabelGenerator(LabelGenerator):
     """MAXL-F (seed 002, Sec. 5.4): the generator stays at its random initialisation; single level."""
 

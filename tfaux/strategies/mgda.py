@@ -25,6 +25,7 @@ normalize: the authors' optional gradient normalisation before the solver ("not 
     the paper's algorithm (their sample CelebA config uses "loss+").
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux import distribute
@@ -47,6 +48,7 @@ def normalized_gram(gram, losses, normalize):
     return gram / (scale[:, None] * scale[None, :])
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class MGDA(Strategy):
     """MGDA (Sener & Koltun 2018): shared update along the min-norm convex combination of the
     task gradients; heads take their own gradients. See the module docstring for the options."""

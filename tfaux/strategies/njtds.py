@@ -18,8 +18,10 @@ from tfaux.strategies.base import Strategy
 from tfaux.upper import UpperSettings
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class NJTDS(Strategy):
     bilevel = True
+    needs_ids = True
     logs_weights = True
     upper_defaults = UpperSettings(weight_decay=0.0)
 

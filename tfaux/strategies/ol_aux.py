@@ -23,12 +23,14 @@ them and hands them to `after_lower_step` of the same step through `context.scra
 (one Context per replica and step), which writes them into the state.
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux import task_gradients as tg
 from tfaux.strategies.base import Strategy
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class OLAux(Strategy):
     """Auxiliary task weights w_k, moved every `horizon` steps by `weight_lr` times the
     accumulated alpha * g_main . g_k."""

@@ -41,6 +41,7 @@ MovieLens-100K (rating + CTR) the rating RMSE was 1.24 against STL's 0.94.
 import itertools
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -120,6 +121,7 @@ def pareto_mtl_weights(gram, losses, preference_index, preferences, warmup, **so
     return tf.cond(stage1, initial, main)
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class ParetoMTL(Strategy):
     """Pareto-MTL for preference vector u_p (p = `preference` of `num_preferences`)."""
 

@@ -20,6 +20,7 @@ it is done once on the all-replica gradients; each replica returns 1/R of the re
 Defaults: reduction="sum" (the paper's update).
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux import distribute
@@ -53,6 +54,7 @@ def project_conflicting(flat, order):
     return projected
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class PCGrad(Strategy):
     """Shared update sum_i g_i^pc (or their mean) of the projected task gradients."""
 

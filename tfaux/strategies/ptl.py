@@ -35,12 +35,14 @@ c2: default 0 (no direction correction); the paper's C2 ablation (Fig. 6b, C1 = 
     0.82 -- meaningful only with constraint10=False.
 """
 
+import keras
 import numpy as np
 
 from tfaux.solvers import privileged_min_norm
 from tfaux.strategies.mgda import MGDA
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class PTL(MGDA):
     """Privileged multiple-gradient descent: MGDA whose privileged tasks weigh at most C1."""
 

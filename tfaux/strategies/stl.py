@@ -1,10 +1,12 @@
 """STL: single-task learning, the target task(s) alone."""
 
+import keras
 import tensorflow as tf
 
 from tfaux.strategies.base import Strategy
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class STL(Strategy):
     """w[i, k] = 1 for the target tasks k < n, 0 for the auxiliaries, whose heads are not even run."""
 

@@ -16,6 +16,7 @@ form: "regression" (default, as most implementations do for every task),
 The 1/2 s_k term is added once over all replicas (each replica adds its 1/R share).
 """
 
+import keras
 import tensorflow as tf
 
 from tfaux import distribute
@@ -24,6 +25,7 @@ from tfaux.strategies.base import Strategy
 FORMS = ("regression", "classification", "by_kind")
 
 
+@keras.saving.register_keras_serializable(package="tfaux")
 class Uncertainty(Strategy):
     logs_weights = True  # the logged weight of task k is its factor c_k exp(-s_k)
 
