@@ -11,6 +11,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
 import pipelines
@@ -38,7 +39,7 @@ def test_app_trains_and_writes_every_output(tmp_path, parse, method):
     assert (out / "best.weights.h5").exists() and (out / "logs").is_dir()
     data = pipelines.load("digits", setting=pipelines.Setting(dev_size=60))
     x = next(iter(data.test(16)))["x"]
-    served = tfaux.load_serving(out / "saved_model")(x)
+    served = tfaux.load_serving(out / "saved_model")(tf.cast(x, data.raw_dtype))  # served: the raw uint8 pixels
     assert served["prediction"].shape == (16, 10)
     np.testing.assert_allclose(served["prediction"].numpy().sum(1), 1.0, rtol=1e-5)
     if method == "jtds":

@@ -62,11 +62,11 @@ def test_digits_source_matches_sklearn():
 
     src = pipelines.DATASETS["digits"](None)
     bunch = load_digits()
-    assert src.features.shape == (1797, 8, 8, 1) and src.features.dtype == np.float32
+    assert src.features.shape == (1797, 8, 8, 1) and src.features.dtype == np.uint8
     np.testing.assert_array_equal(src.labels["label"], bunch.target)
     assert set(np.unique(src.labels["label"])) == set(range(10))
-    np.testing.assert_array_equal(src.features[..., 0], bunch.images)  # sklearn's own 0..16 values
-    assert src.official_split is None and src.is_image and src.image_shape == (8, 8, 1) and src.pixel_max == 16
+    np.testing.assert_allclose(src.features[..., 0] / 255.0, bunch.images / 16.0, atol=0.5 / 255)
+    assert src.official_split is None and src.is_image and src.image_shape == (8, 8, 1)
 
 
 def test_digits_default_split_sizes(digits):
@@ -292,13 +292,14 @@ def test_images_come_raw_and_preprocessing_normalises_with_train_statistics(digi
     from sklearn.datasets import load_digits
 
     x = gather(digits.train_eval(512))["x"]
-    np.testing.assert_array_equal(x[..., 0], load_digits().images[digits.indices["train"]])  # raw 0..16
+    raw = np.round(load_digits().images[digits.indices["train"]] * (255.0 / 16.0))  # the loader's uint8 0..255
+    np.testing.assert_array_equal(x[..., 0], raw)
     z = digits.preprocessing()(x).numpy()
     assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
     layers = digits.preprocessing().layers
     assert [type(layer).__name__ for layer in layers] == ["Rescaling", "Normalization"]
-    assert layers[0].scale == 1 / 16 and digits.preprocessing() is not digits.preprocessing()
-    assert digits.raw_dtype == tf.float32
+    assert layers[0].scale == 1 / 255 and digits.preprocessing() is not digits.preprocessing()
+    assert digits.raw_dtype == tf.uint8
 
 
 def test_element_spec_and_train_with_dev(digits):

@@ -57,16 +57,16 @@ def _image(shape, dtype="float32", fill=0.0):
     return {"x": {"value": np.full(shape, fill).tolist(), "dtype": dtype}}
 
 
-def _trained_export(data, path, steps=20):
-    """A small ConvNet-4 behind the dataset's preprocessing, trained a few steps, exported with the
-    dataset's raw dtype: (model, loaded SavedModel)."""
+def _trained_export(data, path, steps=20, dtype=None):
+    """A small ConvNet-4 behind the dataset's preprocessing, trained a few steps, exported with
+    `dtype` (default: the dataset's raw dtype): (model, loaded SavedModel)."""
     keras.utils.set_random_seed(0)
     encoder = keras.Sequential([data.preprocessing(), tfaux.models.convnet4(channels=8)])
     model = tfaux.AuxiliaryModel(encoder, data.tasks, tfaux.strategies.STL(), input_spec=data.input_spec,
                                  num_examples=data.num_train)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     model.fit(data.train(32, epochs=1), steps_per_epoch=steps, verbose=0)
-    tfaux.export_primary(model, path, dtype=data.raw_dtype)
+    tfaux.export_primary(model, path, dtype=dtype or data.raw_dtype)
     return model, tf.saved_model.load(str(path))
 
 
@@ -82,7 +82,7 @@ def _served_accuracy(loaded, raw_x, labels):
 def digits_export(tmp_path_factory):
     data = pipelines.load("digits", setting=pipelines.Setting(dev_size=60, rotation=False))
     path = tmp_path_factory.mktemp("digits") / "sm"
-    return (data, path, *_trained_export(data, path))
+    return (data, path, *_trained_export(data, path, dtype=tf.float32))  # served as float pixel values 0-255
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +101,9 @@ def test_the_digits_model_scores_raw_sklearn_digits_as_it_evaluates(digits_expor
     from sklearn.datasets import load_digits
 
     data, _, model, loaded = digits_export
-    bunch = load_digits()  # sklearn's own 0..16 pixels, read without the pipeline
+    bunch = load_digits()  # read without the pipeline: sklearn's 0..16, stored by the loader as uint8 0..255
     rows = data.indices["test"]
-    raw = bunch.images[rows][..., None].astype(np.float32)
+    raw = np.round(bunch.images[rows] * (255.0 / 16.0)).astype(np.float32)[..., None]
     served = _served_accuracy(loaded, raw, bunch.target[rows])
     evaluated = model.evaluate(data.test(256), return_dict=True, verbose=0)["primary_accuracy"]
     assert served == pytest.approx(evaluated, abs=1e-6) and served > 0.5, (served, evaluated)
@@ -122,9 +122,9 @@ def test_the_mnist_model_scores_the_raw_idx_images_as_it_evaluates(mnist_export)
 
 
 def test_the_signature_declares_real_shapes_and_dtypes(digits_export, mnist_export):
+    assert digits_export[0].raw_dtype == mnist_export[0].raw_dtype == tf.uint8  # the loaders' pixels
     for (data, path, *_, loaded), dtype in ((digits_export, tf.float32), (mnist_export, tf.uint8)):
-        shape = (None, *data.input_spec.shape)
-        assert data.raw_dtype == dtype
+        shape = (None, *data.input_spec.shape)  # digits: exported for float pixel values (dtype=tf.float32)
         assert loaded.signatures["serving_default"].structured_input_signature == (
             (), {"x": tf.TensorSpec(shape, dtype, name="x")})
     shown = subprocess.run([str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir", str(mnist_export[1]),
