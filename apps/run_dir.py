@@ -13,7 +13,9 @@ run that owns the folder:
 - a finished or diverged run (metrics.json) is run again from scratch with the same flags;
   other flags are refused unless --overwrite;
 - a fresh start (or --overwrite) first removes every output a run writes, so no file of an
-  earlier run (another method's schedule.npz, its history.csv) is left next to the new ones.
+  earlier run (another method's schedule.npz, its history.csv) is left next to the new ones;
+- a folder that holds files but no run (no run.json, metrics.json or backup) is refused, even
+  with --overwrite: a run never deletes files it did not write.
 """
 
 import errno
@@ -117,6 +119,11 @@ class Claim:
     def _decide(self):
         finished = os.path.exists(os.path.join(self.out, "metrics.json"))
         interrupted = backup.finished_epochs(os.path.join(self.out, "backup")) > 0 and not finished
+        others = sorted(set(os.listdir(self.out)) - {".lock"})
+        if others and _owner_flags(self.out) is None and not interrupted:
+            raise OutputDirError(f"--output_dir={self.out} holds files that no tfaux run wrote ({', '.join(others[:3])}"
+                                 f"{', ...' if len(others) > 3 else ''}); a run never deletes them: choose an empty "
+                                 "or new folder.")
         if (finished or interrupted) and not self.overwrite:  # a result or finished epochs to keep
             theirs = _owner_flags(self.out)
             if theirs is None:
