@@ -47,6 +47,11 @@ def checked_path(value):
     out = os.path.abspath(value)
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputDirError(f"--output_dir={value} is a file, not a folder; choose another path.")
+    parent = os.path.dirname(out)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise OutputDirError(f"--output_dir={value} lies under {parent}, which is a file; choose another path.")
     return out
 
 
@@ -107,8 +112,12 @@ class Claim:
         self._handle = None
 
     def __enter__(self):
-        os.makedirs(self.out, exist_ok=True)
-        self._handle = _lock(self.out)
+        try:
+            os.makedirs(self.out, exist_ok=True)
+            self._handle = _lock(self.out)
+        except OSError as e:
+            raise OutputDirError(f"--output_dir={self.out} cannot be used ({e.strerror or e}); choose a folder you "
+                                 "can write.") from None
         try:
             self._decide()
         except BaseException:

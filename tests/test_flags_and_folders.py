@@ -55,3 +55,12 @@ def test_a_runs_own_folder_is_cleared_of_its_outputs_only(tmp_path):
     assert not (tmp_path / "history.csv").exists() and (tmp_path / "notes.txt").exists()
     with run_dir.Claim(str(tmp_path / "new"), {"method": "stl"}):  # a new folder
         pass
+
+
+def test_unusable_output_folders_get_one_sentence(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(run_dir.OutputDirError, match="which is a file"):
+        run_dir.checked_path(str(tmp_path / "a_file" / "run"))
+    with pytest.raises(run_dir.OutputDirError, match="cannot be used"):
+        with run_dir.Claim(str(tmp_path / ("x" * 300)), {"method": "stl"}):
+            pass
