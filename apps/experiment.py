@@ -10,6 +10,7 @@ import math
 import os
 import resource
 import shutil
+import sys
 import time
 
 import keras
@@ -559,6 +560,9 @@ def main_with_errors(flags):
         if flags.distribute != "multi_worker":
             raise
         raise SystemExit(f"error: {worker_lost(e)}") from None
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume after the last finished epoch.", file=sys.stderr)
+        raise SystemExit(130) from None
     print(f"{metrics['method']} on {metrics['dataset']}: best val {metrics['primary_metric']} "
           f"{metrics['best_val']:.4f}, test {metrics['test']:.4f} ({metrics['wall_seconds']:.0f} s); "
           f"outputs in {os.path.abspath(flags.output_dir)}")

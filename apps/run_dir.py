@@ -13,7 +13,9 @@ run that owns the folder:
 - a finished or diverged run (metrics.json) is run again from scratch with the same flags;
   other flags are refused unless --overwrite;
 - a fresh start (or --overwrite) first removes every output a run writes, so no file of an
-  earlier run (another method's schedule.npz, its history.csv) is left next to the new ones.
+  earlier run (another method's schedule.npz, its history.csv) is left next to the new ones;
+- a folder that holds files but no run (no run.json, metrics.json or backup) is refused, even
+  with --overwrite: a run never deletes files it did not write.
 """
 
 import errno
@@ -45,6 +47,11 @@ def checked_path(value):
     out = os.path.abspath(value)
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputDirError(f"--output_dir={value} is a file, not a folder; choose another path.")
+    parent = os.path.dirname(out)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise OutputDirError(f"--output_dir={value} lies under {parent}, which is a file; choose another path.")
     return out
 
 
@@ -105,8 +112,12 @@ class Claim:
         self._handle = None
 
     def __enter__(self):
-        os.makedirs(self.out, exist_ok=True)
-        self._handle = _lock(self.out)
+        try:
+            os.makedirs(self.out, exist_ok=True)
+            self._handle = _lock(self.out)
+        except OSError as e:
+            raise OutputDirError(f"--output_dir={self.out} cannot be used ({e.strerror or e}); choose a folder you "
+                                 "can write.") from None
         try:
             self._decide()
         except BaseException:
@@ -117,6 +128,11 @@ class Claim:
     def _decide(self):
         finished = os.path.exists(os.path.join(self.out, "metrics.json"))
         interrupted = backup.finished_epochs(os.path.join(self.out, "backup")) > 0 and not finished
+        others = sorted(set(os.listdir(self.out)) - {".lock"})
+        if others and _owner_flags(self.out) is None and not interrupted:
+            raise OutputDirError(f"--output_dir={self.out} holds files that no tfaux run wrote ({', '.join(others[:3])}"
+                                 f"{', ...' if len(others) > 3 else ''}); a run never deletes them: choose an empty "
+                                 "or new folder.")
         if (finished or interrupted) and not self.overwrite:  # a result or finished epochs to keep
             theirs = _owner_flags(self.out)
             if theirs is None:

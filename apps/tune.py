@@ -131,7 +131,6 @@ def define_flags():
     flags.DEFINE_list("lr_grid", [_number(v) for v in LR_GRID], "Learning rates to try.")
     flags.DEFINE_integer("max_trials", None, "At most this many grid points (default: the whole grid).",
                          lower_bound=1)
-    flags.DEFINE_boolean("overwrite", False, "Start the search afresh instead of resuming tuner/.")
 
 
 def main(argv):

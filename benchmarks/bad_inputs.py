@@ -134,6 +134,10 @@ def flag_cases(tmp):
         ("--method_args=temperature=", ["--method=dwa", "--method_args=temperature="]),
         ("--method_args=garbage", ["--method=dwa", "--method_args=garbage"]),
         ("--method_args=temperature=-2", ["--method=dwa", "--method_args=temperature=-2"]),
+        ("--method_args=weighted=yes", ["--method=gcs", "--method_args=weighted=yes"]),
+        ("--method_args=temperature=True (ARML)", ["--method=arml", "--method_args=temperature=True"]),
+        ("--method_args=temperature=hot", ["--method=dwa", "--method_args=temperature=hot"]),
+        ("--method_args=trainable=False (STL)", ["--method=stl", "--method_args=trainable=False"]),
         ("--encoder=resnet18 --encoder_weights=missing", ["--encoder=resnet18",
                                                           f"--encoder_weights={tmp}/missing.weights.h5"]),
         ("--encoder=tabular on images", ["--encoder=tabular"]),
@@ -185,7 +189,14 @@ def folder_cases(tmp):
     os.makedirs(busy)
     lock = open(os.path.join(busy, ".lock"), "a+")
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running run holds it
+    foreign = os.path.join(tmp, "not_a_run", "logs")
+    os.makedirs(foreign)
+    with open(os.path.join(foreign, "notes.txt"), "w") as f:
+        f.write("the user's own file")
     cases = [("--output_dir holding a finished run with other flags", [f"--output_dir={finished}"]),
+             ("--output_dir holding files no run wrote (logs/notes.txt)", [f"--output_dir={os.path.dirname(foreign)}"]),
+             ("--output_dir holding files no run wrote, --overwrite", [f"--output_dir={os.path.dirname(foreign)}",
+                                                                       "--overwrite"]),
              ("--output_dir with a garbled backup index", [f"--output_dir={os.path.dirname(garbled)}"]),
              ("--output_dir in use by another run", [f"--output_dir={busy}"])]
     return cases, [lock]

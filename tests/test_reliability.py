@@ -147,3 +147,22 @@ def test_bad_encoder_weights_are_one_sentence(tmp_path, parse, case):
                                           f"--output_dir={tmp_path / 'run'}"))
     assert "--encoder_weights" in _one_sentence(stop)
     assert not (tmp_path / "run").exists()  # refused before the folder was touched
+
+
+def test_a_deleted_backup_index_falls_back_to_the_newest_complete_epoch(tmp_path):
+    import keras
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    saver = backup.EpochBackup(str(tmp_path / "backup"))
+    saver.set_model(model)
+    saver.save(1)
+    kernel = np.array(model.layers[0].kernel)
+    saver.save(2)
+    os.makedirs(tmp_path / "backup" / "epoch-000003")  # a half-written one: no completion marker
+    os.remove(tmp_path / "backup" / backup.LATEST)
+    assert backup.finished_epochs(str(tmp_path / "backup")) == 2
+    model.layers[0].kernel.assign(np.zeros((3, 2)))
+    assert saver.restore() == 2
+    np.testing.assert_array_equal(model.layers[0].kernel, kernel)

@@ -6,8 +6,9 @@ kill between the two writes resumes from the wrong epoch without a word. Here on
 backup is a folder `epoch-NNNNNN/` holding the whole state (`state.weights.h5`: θ, the
 scheduler, both optimizers, strategy state — everything `model.save_weights` writes), and
 `latest.json` names the newest complete one. `latest.json` is replaced atomically
-(`os.replace`) only after the folder is written and synced, so at every instant it names a
-complete backup or none; older folders are removed afterwards.
+(`os.replace`) only after the folder is written, marked `complete` and synced, so at every instant
+it names a complete backup or none; older folders are removed afterwards. Without `latest.json`
+(deleted by hand), the newest folder marked complete is used, with a warning.
 """
 
 import json
@@ -66,10 +67,27 @@ def finished_epochs(backup_dir):
     return 0 if latest is None else latest["epoch"]
 
 
+COMPLETE = "complete"  # marker written in an epoch folder once its state is synced
+
+
+def _newest_complete(backup_dir):
+    """{"epoch", "folder"} of the newest epoch folder holding the COMPLETE marker, or None."""
+    if not os.path.isdir(backup_dir):
+        return None
+    found = sorted(name for name in os.listdir(backup_dir)
+                   if name.startswith("epoch-") and name[6:].isdigit()
+                   and os.path.exists(os.path.join(backup_dir, name, COMPLETE)))
+    if not found:
+        return None
+    print(f"WARNING: tfaux: {os.path.join(backup_dir, LATEST)} is missing; resuming from the newest complete "
+          f"backup, {found[-1]}.")
+    return {"epoch": int(found[-1][6:]), "folder": os.path.join(backup_dir, found[-1])}
+
+
 def _read_latest(backup_dir):
     path = os.path.join(backup_dir, LATEST)
     if not os.path.exists(path):
-        return None
+        return _newest_complete(backup_dir)
     try:
         with open(path) as f:
             latest = json.load(f)
@@ -127,6 +145,7 @@ class EpochBackup(keras.callbacks.Callback):
         state = os.path.join(folder, "state.weights.h5")
         self.model.save_weights(state)
         _fsync(state)
+        open(os.path.join(folder, COMPLETE), "w").close()
         _fsync(folder)
         at, _, pause = os.environ.get(PAUSE_ENV, "").partition(":")
         if at and int(at) == epochs:
