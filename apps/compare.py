@@ -71,9 +71,21 @@ def run_dir(output_dir, method, seed):
     return os.path.join(os.path.abspath(output_dir), f"{method}_seed{seed}")
 
 
+def for_method(method, passthrough):
+    """The passthrough flags that `method` reads (apps.flags.inapplicable: e.g. STL gets no
+    --upper_lr and no --aux_weights), so one --set list serves every method of a comparison."""
+    import tfaux.strategies
+    from apps.flags import inapplicable
+
+    unused = set(inapplicable(method)) if method in tfaux.strategies.METHODS else set()
+    names = [arg.lstrip("-").split("=", 1)[0] for arg in passthrough]
+    return [arg for arg, name in zip(passthrough, names)
+            if name not in unused and not (name.startswith("no") and name[2:] in unused)]
+
+
 def command(experiment, method, seed, output_dir, passthrough=()):
     return [sys.executable, "-m", f"apps.{experiment}", f"--method={method}", f"--seed={seed}",
-            f"--output_dir={run_dir(output_dir, method, seed)}", *passthrough]
+            f"--output_dir={run_dir(output_dir, method, seed)}", *for_method(method, passthrough)]
 
 
 def run_all(experiment, methods, seeds, output_dir, passthrough=(), echo=print):

@@ -21,6 +21,7 @@ from absl import app, logging
 import pipelines
 import tfaux
 from apps import run_dir
+from apps.flags import FIXED_WEIGHT_METHODS, inapplicable
 from pipelines.errors import DataError
 from tfaux import distribute, hypergrad, models, schedule
 from tfaux.backup import (BackupError, BestWeights, EpochBackup, finished_epochs, replace_atomically,
@@ -158,7 +159,10 @@ def build_strategy(flags, tasks):
         args = tfaux.strategies.method_args(flags.method, flags.method_args)
     except tfaux.strategies.MethodError as e:
         raise ConfigError(str(e)) from None
-    if flags.method in ("equal", "uniform") and flags.aux_weights:
+    if flags.aux_weights and flags.method not in FIXED_WEIGHT_METHODS:
+        raise ConfigError(f"--aux_weights sets the fixed task weights of --method=equal or uniform; "
+                          f"--method={flags.method} does not use them.")
+    if flags.method in FIXED_WEIGHT_METHODS and flags.aux_weights:
         names = {t.name for t in tasks}
         weights = parse_aux_weights(flags.aux_weights)
         unknown = sorted(set(weights) - names)
@@ -390,7 +394,8 @@ def run(flags, extra_callbacks=()):
     data = load_data(flags)
     with strategy.scope():
         model = build_model(flags, data)
-    used = {name: _json_value(flags[name].value) for name in flags_used(flags)}
+    skipped = inapplicable(flags.method)  # shared by design (apps.compare, flag files): not part of this run
+    used = {name: _json_value(flags[name].value) for name in flags_used(flags) if name not in skipped}
     if worker.is_chief:
         with run_dir.Claim(out, used, overwrite=flags.overwrite):
             _synchronise(worker, strategy)  # the folder is decided before another worker reads it

@@ -162,3 +162,18 @@ def with_method_defaults(flag_values, defaults):
         return flag_values.method_args
     extra = [f"{name}={value!r}" for name, value in defaults.items() if name not in given]
     return ",".join(filter(None, [flag_values.method_args.strip(), *extra]))
+
+
+# Flags of the bi-level upper step, and the flags only some methods read.
+UPPER_FLAGS = ("upper_optimizer", "upper_lr", "upper_weight_decay", "upper_clipnorm", "upper_interval", "solver",
+               "neumann_terms", "neumann_alpha", "cg_iterations", "hessian_scope", "hvp_chunks")
+FIXED_WEIGHT_METHODS = ("equal", "uniform")
+
+
+def inapplicable(method):
+    """Flags that --method `method` does not read: the upper step's for a single-level method,
+    --dev_batch_size without a second stream, --aux_weights but for equal and uniform."""
+    strategy = tfaux.strategies.get(method)
+    unused = () if strategy.bilevel else UPPER_FLAGS
+    unused += () if strategy.second_stream else ("dev_batch_size",)
+    return unused + (() if method in FIXED_WEIGHT_METHODS else ("aux_weights",))

@@ -64,3 +64,14 @@ def test_unusable_output_folders_get_one_sentence(tmp_path):
     with pytest.raises(run_dir.OutputDirError, match="cannot be used"):
         with run_dir.Claim(str(tmp_path / ("x" * 300)), {"method": "stl"}):
             pass
+
+
+def test_flags_a_method_does_not_read(parse, tmp_path):
+    from apps import compare, experiment
+
+    with pytest.raises(SystemExit, match="--aux_weights sets the fixed task weights"):
+        experiment.main_with_errors(parse("--method=stl", "--aux_weights=rotation=0.5", f"--output_dir={tmp_path}"))
+    assert compare.for_method("stl", ["--upper_lr=5", "--aux_weights=rotation=2", "--epochs=2", "--solver=cg"]) == [
+        "--epochs=2"]
+    assert compare.for_method("equal", ["--upper_lr=5", "--aux_weights=rotation=2"]) == ["--aux_weights=rotation=2"]
+    assert compare.for_method("jtds", ["--upper_lr=5", "--dev_batch_size=8"]) == ["--upper_lr=5", "--dev_batch_size=8"]
