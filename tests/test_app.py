@@ -158,10 +158,12 @@ def test_app_trains_recommendation_data_with_the_tabular_encoder(tmp_path, parse
     test_y = np.concatenate([b["labels"]["rating"].numpy() for b in data.test(4096)])
     baseline = float(np.sqrt(np.mean((test_y - train_y.mean()) ** 2)))
     assert metrics["test"] < baseline, (metrics["test"], baseline)
-    x = {k: v.numpy() for k, v in next(iter(data.test(8)))["x"].items()}
+    batches = list(data.test(4096))
+    x = {k: np.concatenate([b["x"][k].numpy() for b in batches]) for k in batches[0]["x"]}
     raw = {**x, **{k: data.vocabularies[k][x[k]] for k in ("user", "item")}}  # served: the dataset's own ids
-    served = tfaux.load_serving(out / "saved_model")(raw)
-    assert served["prediction"].shape == (8,)
+    served = tfaux.load_serving(out / "saved_model")(raw)["prediction"].numpy()
+    assert served.shape == test_y.shape
+    assert np.sqrt(np.mean((served - test_y) ** 2)) == pytest.approx(metrics["test"], abs=1e-5)  # the run's test RMSE
 
 
 class _Interrupted(Exception):
