@@ -32,6 +32,8 @@ OUTPUTS = ("metrics.json", "history.csv", "saved_model", "saved_model.partial", 
            "schedule.partial.npz", "schedule_history.npz", "schedule_history.npz.partial.npz", "best.weights.h5",
            "best.partial.weights.h5", "backup", "logs", "run.json", "metrics.json.partial", "run.json.partial",
            "task_weights.md", "task_weights.md.partial")
+# Files apps.compare writes into a run's folder before the run starts (they are tfaux's own).
+COMPARE_FILES = ("command.txt", "compare.log")
 # Flags that do not change what a run computes.
 NOT_DEFINING = ("output_dir", "verbose", "overwrite", "distribute")
 
@@ -89,7 +91,9 @@ def _owner_flags(out):
 
 
 def _differences(theirs, ours, ignore):
-    keys = sorted((set(theirs) | set(ours)) - set(ignore))
+    """The flags both runs record with different values, --method first (a flag one method does not
+    read is recorded by the other only: apps.flags.inapplicable)."""
+    keys = sorted((set(theirs) & set(ours)) - set(ignore), key=lambda k: (k != "method", k))
     return [f"--{k}={theirs.get(k)} there, {ours.get(k)} now" for k in keys if theirs.get(k) != ours.get(k)]
 
 
@@ -128,7 +132,7 @@ class Claim:
     def _decide(self):
         finished = os.path.exists(os.path.join(self.out, "metrics.json"))
         interrupted = backup.finished_epochs(os.path.join(self.out, "backup")) > 0 and not finished
-        others = sorted(set(os.listdir(self.out)) - {".lock"})
+        others = sorted(set(os.listdir(self.out)) - {".lock", *COMPARE_FILES})
         if others and _owner_flags(self.out) is None and not interrupted:
             raise OutputDirError(f"--output_dir={self.out} holds files that no tfaux run wrote ({', '.join(others[:3])}"
                                  f"{', ...' if len(others) > 3 else ''}); a run never deletes them: choose an empty "

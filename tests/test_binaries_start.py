@@ -17,6 +17,11 @@ BINARIES = sorted(p.stem for p in APPS.glob("*.py") if "app.run(" in p.read_text
 
 def _help(name, queue):
     """In a forked child: run apps.<name> as __main__ with --helpfull; report (exit code, output)."""
+    from absl import flags
+
+    for flag in list(flags.FLAGS):  # flags the parent process defined (other tests) are defined anew
+        if flags.FLAGS.find_module_defining_flag(flag, "").startswith("apps."):
+            delattr(flags.FLAGS, flag)
     out = io.StringIO()
     sys.argv = [f"apps.{name}", "--helpfull"]
     code = 0
