@@ -121,7 +121,9 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(tmp_path, si
 
 def test_two_workers_with_batchnorm_train_as_one_process_under_sgd(tmp_path):
     """ConvNet-4 (synchronised BatchNorm), one epoch of Equal with SGD: two workers end with one
-    process's weights, BatchNorm's moving statistics included."""
+    process's weights, BatchNorm's moving statistics included, up to the rounding of BatchNorm's
+    per-replica partial sums that training amplifies (measured: 2.4e-7 on one machine, 8.1e-5 on
+    an AMD EPYC; BatchNorm statistics of each worker's half batch alone would differ by ~1e-1)."""
     args = ["--method=equal", "--encoder=convnet4", "--epochs=1", "--batch_size=64", "--dev_size=60", "--optimizer=sgd",
             "--eval_batch_size=512", "--verbose=0"]
     _finish([_start([*args, f"--output_dir={tmp_path / 'single'}"], tmp_path / "single.log", _env(tmp_path / "tmp"))])
@@ -129,7 +131,7 @@ def test_two_workers_with_batchnorm_train_as_one_process_under_sgd(tmp_path):
     one, two = _weights(tmp_path / "single" / "best.weights.h5"), _weights(tmp_path / "chief" / "best.weights.h5")
     assert one.keys() == two.keys() and any("batch_normalization" in k for k in one)
     worst = max(float(np.max(np.abs(one[k] - two[k]))) for k in one)
-    assert worst <= 1e-5, f"largest weight difference {worst}"
+    assert worst <= 1e-3, f"largest weight difference {worst}"
 
 
 def test_workers_killed_and_restarted_resume_after_the_last_finished_epoch(tmp_path, single):
