@@ -320,3 +320,22 @@ def test_readme_quick_start_runs(tmp_path, monkeypatch):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0)["digit"], namespace["model"].predict(x, verbose=0)["digit"])
     served = tfaux.load_serving(tmp_path / "served")(tf.constant(x))["prediction"]
     np.testing.assert_allclose(served, namespace["model"].predict(x, verbose=0)["digit"], atol=1e-6)
+
+
+def test_dataframes_train_like_arrays():
+    """x as a pandas DataFrame and y as Series = the same rows as numpy arrays."""
+    pd = pytest.importorskip("pandas")
+    x, y = arrays()
+    runs = []
+    for form in ("arrays", "frames"):
+        model = tfaux_model("equal")[1]
+        model.compile(optimizer=keras.optimizers.SGD(0.2))
+        if form == "arrays":
+            model.fit(x, y, batch_size=32, shuffle=False, verbose=0)
+        else:
+            model.fit(pd.DataFrame(x), {k: pd.Series(v) for k, v in y.items()}, batch_size=32, shuffle=False,
+                      verbose=0)
+        runs.append(model.encoder.get_weights())
+    assert_same_weights(runs[0], runs[1], atol=0)
+    frame = pd.DataFrame(x)
+    np.testing.assert_array_equal(model.predict(frame, verbose=0)["main"], model.predict(x, verbose=0)["main"])
