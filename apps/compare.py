@@ -311,7 +311,7 @@ def define_flags():
                       "baseline of the Δ and ratio columns.")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (--seed values), one run each per method.")
     flags.DEFINE_string("output_dir", "runs/compare", "Where the run directories <method>_seed<seed>/, "
-                        "results.md and results.csv go.")
+                        "results.md and results.csv go.", allow_override=True)  # apps.flags has one too
     flags.DEFINE_multi_string("set", [], "A flag passed to every run, as name=value (repeatable; the value "
                               "may contain commas). Arguments after `--` are passed as they are too.")
     flags.DEFINE_boolean("tabulate_only", False, "Only aggregate the runs already finished; start none.")

@@ -384,13 +384,15 @@ def _floats(name, values, low=0.0, high=None):
 
 def define_flags():
     d = DEFAULTS
-    flags.DEFINE_string("output_dir", d["output_dir"], "Where results.json, pareto_front.png and summary.md go.")
+    flags.DEFINE_string("output_dir", d["output_dir"], "Where results.json, pareto_front.png and summary.md go.",
+                        allow_override=True)  # apps.flags defines output_dir, lr and seed too
     flags.DEFINE_integer("dim", d["dim"], "Dimension n of x (Lin et al. 2019 used 20).", lower_bound=1)
     flags.DEFINE_integer("starts", d["starts"], "Starting points, shared by every method and setting.",
                          lower_bound=1)
     flags.DEFINE_integer("steps", d["steps"], "Gradient steps x <- x - lr d per run.", lower_bound=0)
     flags.DEFINE_float("lr", d["lr"], "Step size (Pareto-MTL's weights sum to 2 in absolute value, so "
-                       "lr < 0.5 keeps its steps stable at the optima).", lower_bound=0.0)
+                       "lr < 0.5 keeps its steps stable at the optima).", lower_bound=0.0,
+                       allow_override=True)
     flags.DEFINE_list("c1_values", list(d["c1_values"]), "PTL's C1 grid (>= 0; the privileged task's weight "
                       "is at most C1; 0: target only, >= 1: MOOMTL).")
     flags.DEFINE_list("c2_values", list(d["c2_values"]), "PTL's C2 grid (>= 0; does not change the direction "
@@ -402,7 +404,7 @@ def define_flags():
     flags.DEFINE_float("init_range", d["init_range"], "Starts x0 ~ U(-init_range, init_range)^n.", lower_bound=0.0)
     flags.DEFINE_float("pmtl_warmup_fraction", d["pmtl_warmup_fraction"], "Fraction of the steps in which "
                        "Pareto-MTL's stage 1 (feasible initial point) may run.", lower_bound=0.0, upper_bound=1.0)
-    flags.DEFINE_integer("seed", d["seed"], "Seed of the starting points.")
+    flags.DEFINE_integer("seed", d["seed"], "Seed of the starting points.", allow_override=True)
     flags.DEFINE_boolean("constraint10", d["constraint10"], "PTL as Eq. 12 is written, with constraint (10) "
                          "(C2 then cannot change the update); --noconstraint10 solves the exact dual of the "
                          "primal (11), where C2 acts.")

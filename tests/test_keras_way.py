@@ -339,3 +339,15 @@ def test_dataframes_train_like_arrays():
     assert_same_weights(runs[0], runs[1], atol=0)
     frame = pd.DataFrame(x)
     np.testing.assert_array_equal(model.predict(frame, verbose=0)["main"], model.predict(x, verbose=0)["main"])
+
+
+def test_dev_arguments_are_refused_where_they_would_be_ignored():
+    x, y = arrays(40)
+    model = tfaux_model("equal")[1]
+    model.compile(optimizer="sgd")
+    with pytest.raises(keras_data.DataFormError, match="reads none"):
+        model.fit(x, y, dev_batch_size=8, verbose=0)
+    bilevel = tfaux_model("jtds")[1]
+    bilevel.compile(optimizer="sgd")
+    with pytest.raises(keras_data.DataFormError, match="not both"):
+        bilevel.fit(x, y, dev_data=arrays(20, seed=1), dev_split=0.2, verbose=0)

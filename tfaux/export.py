@@ -60,10 +60,10 @@ def _indices(name, raw, lookup, dtype):
         return tf.cast(index - 1, dtype)
 
 
-def export_primary(model, path, vocabularies=None, dtype=None):
+def export_primary(model, path, vocabularies=None, dtype=None, verbose=False):
     """Write a SavedModel whose `serve` signature maps a batch of raw inputs x to
     {"scores": primary head output, "prediction": probabilities / value}.
-    Auxiliary heads and the scheduler are not part of it.
+    Auxiliary heads and the method are not part of it.
 
     Every input is declared with shape [None] + its example shape (model.input_spec_nest).
     dtype: the dtype served for a single (non-dict) input, default the model's input dtype;
@@ -72,7 +72,8 @@ def export_primary(model, path, vocabularies=None, dtype=None):
     vocabularies: {input key: 1-D array, the dataset's raw id of index 0, 1, ...} for dict
     inputs whose values are indices (pipelines' `data.vocabularies`, e.g. MovieLens user and
     item ids): that key is then served as raw ids (int64, or string), mapped to indices in
-    the graph by a Keras IntegerLookup / StringLookup; an id unknown to training is an error."""
+    the graph by a Keras IntegerLookup / StringLookup; an id unknown to training is an error.
+    verbose: print the summary of the written endpoint (keras.export.ExportArchive)."""
     vocabularies = dict(vocabularies or {})
     spec = model.input_spec_nest
     unknown = sorted(set(vocabularies) - set(spec if isinstance(spec, dict) else ()))
@@ -114,7 +115,7 @@ def export_primary(model, path, vocabularies=None, dtype=None):
         def serve(x):
             return model.primary_prediction(prepared("x", x, spec))
     archive.add_endpoint("serve", serve, input_signature=[signature])
-    archive.write_out(str(path), verbose=False)
+    archive.write_out(str(path), verbose=verbose)
     return str(path)
 
 

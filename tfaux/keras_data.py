@@ -92,7 +92,7 @@ def check_stream(model, spec):
     batch = spec["train"] if "train" in spec else spec
     if "labels" not in batch:
         raise DataFormError(f"fit needs labels y beside x. Accepted: {ACCEPTED}.")
-    check_labels(batch["labels"], [t for t in model.user_tasks])
+    check_labels(batch["labels"], model.user_tasks)
     if model.method.needs_ids and "id" not in batch:
         raise DataFormError(f"{type(model.method).__name__} keeps one weight per training example and needs example "
                             "ids: pass x and y as arrays (ids are row positions), or batches with an 'id' field.")
@@ -211,7 +211,7 @@ class InMemory:
         self.rows["id"] = np.arange(self.num_rows, dtype=np.int64)
 
     def split_last(self, fraction):
-        """(training part, validation (x, y, sample_weight)): the last `fraction` of the rows."""
+        """Keep the first rows for training; return the last `fraction` as (x, y, sample_weight)."""
         if not 0.0 < fraction < 1.0:
             raise DataFormError(f"validation_split must be in (0, 1); got {fraction}.")
         cut = int(math.floor(self.num_rows * (1.0 - fraction)))
@@ -232,7 +232,7 @@ class InMemory:
         targets = [t for t in self.tasks if t.is_primary]
         labelled = np.ones(self.num_rows, bool)
         for t in targets:
-            labelled &= _present(t, self.rows["y"][t.name])
+            labelled &= _missing_mask(t, tf.convert_to_tensor(self.rows["y"][t.name])).numpy() > 0
         candidates = np.flatnonzero(labelled)
         if dev_split is None:
             size = default_dev_size(self.num_rows)
@@ -313,34 +313,17 @@ def with_class_weight(batch, tasks, class_weight):
     return {**batch, "sample_weight": weights}
 
 
-def _present(task, labels):
-    """[N] bool numpy: rows whose label is present (not NaN, not a negative class)."""
-    flat = np.asarray(labels).reshape(len(labels), -1)
-    present = np.ones(len(flat), bool)
-    if flat.dtype.kind == "f":
-        present &= np.isfinite(flat).all(1)
-    if task.kind in ("classification", "binary"):
-        present &= (np.nan_to_num(flat, nan=-1) >= 0).all(1)
-    return present
-
-
-def paired(train, second, names=("train", "dev")):
+def paired(train, second):
     """A dataset of {"train": batch, "dev": batch}: every training batch with the next batch of
     the repeated second stream (dev split, or a reordered copy of the training set)."""
-    return tf.data.Dataset.zip((train, second)).map(lambda a, b: {names[0]: a, names[1]: b})
+    return tf.data.Dataset.zip((train, second)).map(lambda a, b: {"train": a, "dev": b})
 
 
 # ---------------------------------------------------------------- what fit / evaluate are given
-def arrays(model, x, y):
-    """x and y as Keras' own adapters read them: a DataFrame as a dict of columns for a model
-    with named inputs (else one array), pandas labels as numpy."""
-    if is_in_memory(x):
-        x = _columns(x, isinstance(model.input_spec_nest, dict))
-    if isinstance(y, dict):
-        y = {k: v.to_numpy() if hasattr(v, "to_numpy") else v for k, v in y.items()}
-    elif hasattr(y, "to_numpy"):
-        y = y.to_numpy()
-    return x, y
+def inputs(model, x):
+    """x as Keras' own adapters read it: a DataFrame as a dict of columns for a model with named
+    inputs (else one array); other forms as they are."""
+    return _columns(x, isinstance(model.input_spec_nest, dict)) if is_in_memory(x) else x
 
 
 def evaluation_data(model, x, y, sample_weight, batch_size):
@@ -409,9 +392,11 @@ def training_data(model, x, y, batch_size=None, validation_split=0.0, validation
 def _training_data(model, x, y, batch_size, validation_split, validation_data, shuffle, class_weight,
                    sample_weight, dev_data, dev_split, dev_batch_size):
     kind = model.method.second_stream
-    if kind is None and (dev_data is not None or dev_split is not None):
-        raise DataFormError(f"dev_data / dev_split are for methods that read a second stream; "
-                            f"{type(model.method).__name__} reads none (its baselines train on every row).")
+    if kind is None and (dev_data is not None or dev_split is not None or dev_batch_size is not None):
+        raise DataFormError(f"dev_data / dev_split / dev_batch_size are for methods that read a second stream; "
+                            f"{type(model.method).__name__} reads none (it trains on every row).")
+    if dev_data is not None and dev_split is not None:
+        raise DataFormError("give dev_data (the dev split itself) or dev_split (carve it from x, y), not both.")
     if is_in_memory(x):
         dict_inputs = isinstance(model.input_spec_nest, dict)
         if y is None:

@@ -42,7 +42,7 @@ def shared_tensor(model, shared=None):
 
 def _model_input(model):
     inputs = model.inputs
-    return inputs[0] if len(inputs) == 1 else {t.name.split(":")[0]: t for t in inputs}
+    return inputs[0] if len(inputs) == 1 else {t.name: t for t in inputs}
 
 
 def input_spec(model):

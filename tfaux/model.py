@@ -320,15 +320,20 @@ class AuxiliaryModel(Trainer):
                 self.upper.make_optimizer()
             if not self.upper_optimizer.built:
                 self.upper_optimizer.build(self.method.upper_variables)
-        self._compile_config = keras.src.saving.serialization_lib.SerializableDict(
+        self._compile_arguments = dict(
             optimizer=self.optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
             weighted_metrics=weighted_metrics, upper_optimizer=self.upper_optimizer, jit_compile=jit_compile,
             run_eagerly=run_eagerly, steps_per_execution=steps_per_execution)
 
+    def get_compile_config(self):
+        """compile()'s arguments, serialized (saved in a .keras file)."""
+        arguments = getattr(self, "_compile_arguments", {})
+        return {k: keras.saving.serialize_keras_object(v) for k, v in arguments.items()}
+
     def compile_from_config(self, config):
         """compile() again from `get_compile_config()` (loading a .keras file): the optimizers
         are rebuilt on the same variables, so their saved state loads into them."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, dev_data=None,
@@ -359,8 +364,7 @@ class AuxiliaryModel(Trainer):
                                 steps=steps, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        x, _ = keras_data.arrays(self, x, None)
-        return super().predict(x, *args, **kwargs)
+        return super().predict(keras_data.inputs(self, x), *args, **kwargs)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, vocabularies=None,
                dtype=None):
@@ -372,8 +376,7 @@ class AuxiliaryModel(Trainer):
         if format != "tf_saved_model" or input_signature is not None:
             raise ValueError("AuxiliaryModel.export writes a SavedModel of the primary task whose signature is the "
                              "model's input_spec; other formats and signatures are not supported.")
-        del verbose
-        return export_primary(self, filepath, vocabularies=vocabularies, dtype=dtype)
+        return export_primary(self, filepath, vocabularies=vocabularies, dtype=dtype, verbose=bool(verbose))
 
     def predict_step(self, data):
         """{task: raw head output} of a batch (a tfaux batch's "x", or Keras' (x, ...))."""
